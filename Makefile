@@ -1,0 +1,39 @@
+# extauthz — developer entry points. Every target creates the virtualenv on demand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint proto proto-check bench image clean fuzz soak
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: real Envoy -> extauthz -> demo upstream, with dev keys and ready-to-use curl commands
+run: $(STAMP)
+	$(PY) -m extauthz.demo
+
+## test: the whole suite (unit, gRPC integration, real-Envoy end-to-end, chart)
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+## lint: ruff + mypy strict on the package
+lint: $(STAMP)
+	$(VENV)/bin/ruff check extauthz tests bench
+	$(VENV)/bin/mypy
+
+## proto: regenerate extauthz/_proto from proto/ (never hand-edit the generated code)
+proto: $(STAMP)
+	$(PY) -m extauthz._protogen
+
+bench: $(STAMP)
+	$(PY) bench/check_cost.py
+
+image:
+	docker build -t extauthz:dev .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

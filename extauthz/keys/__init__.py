@@ -1,0 +1,1 @@
+"""Keys: parsing key material, immutable snapshots, and the sources that feed them."""

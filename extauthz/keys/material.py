@@ -1,0 +1,203 @@
+"""Turn bytes (a JWK, a JWKS or a PEM key) into :class:`Key` values.
+
+Every key source (directory, Kubernetes Secret, JWKS URI) feeds its raw bytes
+through :func:`parse_key_material`, so a key means the same thing whatever
+source it came from.
+
+A key without a ``kid`` (a PEM file, or a JWK that omits it) is given its
+RFC 7638 thumbprint as ``kid``: issuers that compute ``kid`` that way (most do)
+then match it, and the key is still addressable when a token names it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from joserfc import jwk
+from joserfc.errors import JoseError
+
+from extauthz.errors import KeyMaterialError
+
+#: Key types we accept; anything else in a JWKS is refused.
+KEY_TYPES = frozenset({"RSA", "EC", "OKP", "oct"})
+
+#: Upper bound on the size of one key file / Secret entry / JWKS document.
+MAX_MATERIAL_BYTES = 1 << 20
+#: Upper bound on the number of keys in one JWKS.
+MAX_KEYS_PER_SET = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One usable key, immutable.
+
+    ``thumbprint`` (RFC 7638) is the key's identity: the token cache remembers the
+    thumbprints a decision depended on and drops the decision when one disappears.
+    """
+
+    kid: str
+    kty: str
+    use: str | None
+    alg: str | None
+    private: bool
+    thumbprint: str
+    jwk: Any  # a joserfc RSAKey / ECKey / OKPKey / OctKey
+    origin: str
+
+    def usable_for(self, use: str, alg: str) -> bool:
+        """Whether this key may serve ``use`` (``enc``/``sig``) with algorithm ``alg``.
+
+        A key declaring ``use`` serves only that use; a key declaring ``alg`` serves
+        only that algorithm (RFC 7517 §4.2, §4.4). Decryption needs the private half.
+        """
+        if self.use is not None and self.use != use:
+            return False
+        if self.alg is not None and self.alg != alg:
+            return False
+        return not (use == "enc" and not self.private)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The public JWK (for ``keygen --public`` and JWKS publication)."""
+        data = dict(self.jwk.as_dict(private=False))
+        data["kid"] = self.kid
+        return data
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate members, NaN/Infinity and absurd numbers."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError("duplicate JSON member")
+            out[k] = v
+        return out
+
+    def bad_constant(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    def bounded_int(text: str) -> int:
+        if len(text) > 20:
+            raise ValueError("JSON integer too large")
+        return int(text)
+
+    def bounded_float(text: str) -> float:
+        if len(text) > 40:
+            raise ValueError("JSON number too long")
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError("JSON number out of range")
+        return value
+
+    return json.loads(
+        data,
+        object_pairs_hook=pairs,
+        parse_constant=bad_constant,
+        parse_int=bounded_int,
+        parse_float=bounded_float,
+    )
+
+
+def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
+    """One JWK dict -> :class:`Key`. Raises :class:`KeyMaterialError`."""
+    if not isinstance(data, Mapping):
+        raise KeyMaterialError(f"{origin}: a JWK must be a JSON object")
+    kty = data.get("kty")
+    if kty not in KEY_TYPES:
+        raise KeyMaterialError(f"{origin}: unsupported key type {kty!r}")
+    use = data.get("use")
+    if use is not None and use not in ("enc", "sig"):
+        raise KeyMaterialError(f"{origin}: unsupported key use {use!r}")
+    alg = data.get("alg")
+    if alg is not None and not isinstance(alg, str):
+        raise KeyMaterialError(f"{origin}: alg must be a string")
+    kid = data.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not kid):
+        raise KeyMaterialError(f"{origin}: kid must be a non-empty string")
+    try:
+        key = jwk.import_key(dict(data))
+        thumbprint = key.thumbprint()
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise KeyMaterialError(f"{origin}: invalid {kty} key") from exc
+    return Key(
+        kid=kid or thumbprint,
+        kty=kty,
+        use=use,
+        alg=alg,
+        private=bool(key.is_private),
+        thumbprint=thumbprint,
+        jwk=key,
+        origin=origin,
+    )
+
+
+def key_from_pem(data: bytes, origin: str) -> Key:
+    """A PEM private key, public key or X.509 certificate -> :class:`Key`."""
+    native: Any
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            native = x509.load_pem_x509_certificate(data).public_key()
+        elif b"PRIVATE KEY-----" in data:
+            native = serialization.load_pem_private_key(data, password=None)
+        else:
+            native = serialization.load_pem_public_key(data)
+        key = jwk.import_key(native)
+        thumbprint = key.thumbprint()
+    except (JoseError, ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"{origin}: not a usable PEM key") from exc
+    kty = key.key_type
+    if kty not in KEY_TYPES:
+        raise KeyMaterialError(f"{origin}: unsupported key type {kty!r}")
+    return Key(
+        kid=thumbprint,
+        kty=kty,
+        use=None,
+        alg=None,
+        private=bool(key.is_private),
+        thumbprint=thumbprint,
+        jwk=key,
+        origin=origin,
+    )
+
+
+def parse_key_material(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
+    """Bytes of a JWK, a JWKS or a PEM key -> keys.
+
+    ``strict``: one bad key in a JWKS makes the whole document invalid (the source
+    then keeps its last good keys). Non-strict (fetched JWKS of an identity provider)
+    skips keys of types we do not support and raises only if nothing usable is left.
+    """
+    if len(data) > MAX_MATERIAL_BYTES:
+        raise KeyMaterialError(f"{origin}: key material larger than {MAX_MATERIAL_BYTES} bytes")
+    stripped = data.strip()
+    if stripped.startswith(b"-----BEGIN"):
+        return [key_from_pem(stripped, origin)]
+    try:
+        doc = strict_json_loads(stripped)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise KeyMaterialError(f"{origin}: not valid JSON or PEM") from exc
+    if not isinstance(doc, dict):
+        raise KeyMaterialError(f"{origin}: expected a JWK or JWKS object")
+    if "keys" in doc:
+        items = doc["keys"]
+        if not isinstance(items, list):
+            raise KeyMaterialError(f"{origin}: 'keys' must be an array")
+        if len(items) > MAX_KEYS_PER_SET:
+            raise KeyMaterialError(f"{origin}: more than {MAX_KEYS_PER_SET} keys")
+        keys: list[Key] = []
+        for index, item in enumerate(items):
+            try:
+                keys.append(key_from_jwk(item, f"{origin}#{index}"))
+            except KeyMaterialError:
+                if strict:
+                    raise
+        if not keys and items:
+            raise KeyMaterialError(f"{origin}: no usable key in the set")
+        return keys
+    return [key_from_jwk(doc, origin)]

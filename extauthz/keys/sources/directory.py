@@ -1,0 +1,114 @@
+"""Keys from a mounted directory: every ``*.json`` (JWK or JWKS) and ``*.pem`` file.
+
+Kubernetes mounts a Secret as symlinks into a ``..data`` directory that the kubelet
+swaps atomically. We poll a cheap fingerprint of the directory (the *resolved*
+inode, size and mtime of every candidate file) and re-read everything when it
+changes, so both in-place edits and the ``..data`` symlink swap are seen.
+
+A file that fails to parse keeps its own last good keys (and counts an error); a
+file that disappears takes its keys with it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import structlog
+
+from extauthz.errors import KeyMaterialError
+from extauthz.keys.keyset import KeySink
+from extauthz.keys.material import Key, parse_key_material
+
+log = structlog.get_logger("extauthz.keys.directory")
+
+PATTERNS = ("*.json", "*.pem")
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+class DirectorySource:
+    """Polls ``path`` every ``interval`` seconds; publishes on change."""
+
+    kind = "directory"
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self.description = f"directory {path}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: Fingerprint | None = None
+        self._good: dict[str, list[Key]] = {}
+        self._crashed = False
+
+    def start(self, sink: KeySink) -> None:
+        """Load once synchronously-in-thread, then poll."""
+        self._thread = threading.Thread(
+            target=self._run, args=(sink,), name=f"keys-dir:{self.path}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def alive(self) -> bool:
+        """False if the poll loop died."""
+        return not self._crashed
+
+    def _run(self, sink: KeySink) -> None:
+        try:
+            while not self._stop.is_set():
+                self.poll(sink)
+                self._stop.wait(self.interval)
+        except BaseException:
+            self._crashed = True
+            log.exception("directory_source_crashed", path=str(self.path))
+            raise
+
+    def _fingerprint(self) -> Fingerprint:
+        entries: list[tuple[str, int, int, int]] = []
+        for pattern in PATTERNS:
+            for file in self.path.glob(pattern):
+                try:
+                    st = os.stat(file)  # follows the ..data symlink
+                except OSError:
+                    continue
+                entries.append((file.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(sorted(entries))
+
+    def poll(self, sink: KeySink) -> None:
+        """Check the directory once; reload and publish if anything changed."""
+        if not self.path.is_dir():
+            if self._last is None or self._last != ():
+                sink.failed(KeyMaterialError(f"{self.path}: not a directory"))
+                self._last = ()
+            return
+        fingerprint = self._fingerprint()
+        if fingerprint == self._last:
+            return
+        self._last = fingerprint
+        names = [name for name, *_ in fingerprint]
+        errors: list[Exception] = []
+        fresh: dict[str, list[Key]] = {}
+        for name in names:
+            file = self.path / name
+            try:
+                data = file.read_bytes()
+                fresh[name] = parse_key_material(data, str(file))
+            except (OSError, KeyMaterialError) as exc:
+                errors.append(exc)
+                if name in self._good:
+                    fresh[name] = self._good[name]
+        self._good = fresh
+        for error in errors:
+            sink.failed(error)
+        if errors and not fresh:
+            return  # nothing usable and nothing to keep: stay not-loaded / unchanged
+        if not fresh:
+            log.warning("directory_has_no_keys", path=str(self.path))
+        sink.publish([key for name in sorted(fresh) for key in fresh[name]])

@@ -1,0 +1,81 @@
+"""Prometheus metrics: every metric of SPEC §7, defined once, in this module only.
+
+Label values are bounded by construction: a decision, a reason class, a source kind,
+a key use, a cache result. Never a ``kid``, a subject or a path.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CHECKS = Counter(
+    "extauthz_checks",
+    "Authorization decisions, by decision and reason class.",
+    ["decision", "reason"],
+    registry=REGISTRY,
+)
+CHECK_DURATION = Histogram(
+    "extauthz_check_duration_seconds",
+    "Time spent deciding one Check, from request bytes to response bytes.",
+    # 50 us .. 1 s: a cached allow costs tens of microseconds, an RSA decrypt ~1 ms.
+    buckets=(
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ),
+    registry=REGISTRY,
+)
+KEYS = Gauge(
+    "extauthz_keys",
+    "Keys currently loaded, by source kind and use (enc = decryption, sig = verification).",
+    ["source", "use"],
+    registry=REGISTRY,
+)
+KEY_RELOADS = Counter(
+    "extauthz_key_reloads",
+    "Key (re)loads by source kind and result (success | error).",
+    ["source", "result"],
+    registry=REGISTRY,
+)
+KEY_SOURCE_UP = Gauge(
+    "extauthz_key_source_up",
+    "1 when the source's last load or watch succeeded, else 0.",
+    ["source"],
+    registry=REGISTRY,
+)
+TOKEN_CACHE = Counter(
+    "extauthz_token_cache",
+    "Verified-token cache lookups by result (hit | miss | stale).",
+    ["result"],
+    registry=REGISTRY,
+)
+BUILD_INFO = Info("extauthz_build", "Build information.", registry=REGISTRY)
+
+
+def record_check(decision: str, reason: str, seconds: float) -> None:
+    """Count one decision and its latency."""
+    CHECKS.labels(decision, reason).inc()
+    CHECK_DURATION.observe(seconds)
+
+
+def key_reload(source: str, result: str) -> None:
+    """Count one key (re)load attempt of a source kind."""
+    KEY_RELOADS.labels(source, result).inc()
+    KEY_SOURCE_UP.labels(source).set(1 if result == "success" else 0)
+
+
+def set_key_count(source: str, use: str, count: int) -> None:
+    """Export how many keys of ``use`` a source kind holds now."""
+    KEYS.labels(source, use).set(count)
+
+
+def cache_lookup(result: str) -> None:
+    """Count one verified-token cache lookup."""
+    TOKEN_CACHE.labels(result).inc()
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition of every metric."""
+    return generate_latest(REGISTRY)
