@@ -117,8 +117,12 @@ class KeySource(Protocol):
 class RefreshHook(Protocol):
     """Optional capability of a source: refetch when a token names an unknown ``kid``."""
 
-    def request_refresh(self, kid: str) -> None:
-        """Ask for a (rate-limited) refetch; never blocks."""
+    def request_refresh(self, kid: str) -> bool:
+        """Ask for a (rate-limited) refetch; never blocks.
+
+        Returns True when a fetch is under way (started now or already in flight)
+        whose result the caller may wait for; False when rate-limited.
+        """
 
 
 @dataclass
@@ -191,11 +195,30 @@ class KeyStore:
             return self._changed.wait_for(lambda: self.ring.generation > generation, timeout)
 
     def request_refresh(self, purpose: str, kid: str) -> bool:
-        """Ask the sources of ``purpose`` that can refetch to do so. True if any can."""
-        hooks = self._refreshers.get(purpose, [])
-        for hook in hooks:
-            hook.request_refresh(kid)
-        return bool(hooks)
+        """Ask the sources of ``purpose`` that can refetch to do so.
+
+        True when at least one of them has a fetch under way that a caller may wait
+        for; False when none can (no such source, or all rate-limited).
+        """
+        accepted = False
+        for hook in self._refreshers.get(purpose, []):
+            accepted = bool(hook.request_refresh(kid)) or accepted
+        return accepted
+
+    def refreshed(
+        self, purpose: str, kid: str, generation: int, timeout: float = 2.0
+    ) -> KeyRing | None:
+        """Refetch for an unknown ``kid`` and wait (bounded) for a newer ring.
+
+        Returns the newer ring, or None when no refetch could be made or it did not
+        complete within ``timeout``. The rate limit lives in the sources, so a flood
+        of random ``kid`` values costs at most one fetch per interval and no waiting.
+        """
+        if not self.request_refresh(purpose, kid):
+            return None
+        if self.wait_generation(generation, timeout):
+            return self.ring
+        return None
 
     def _publish(self, slot_id: int, keys: tuple[Key, ...]) -> None:
         with self._lock:

@@ -1,0 +1,84 @@
+"""Find the access token in the request (SPEC §2, §5 ``token.sources``).
+
+Sources are tried in order; the first one *present* wins. A header source matches
+when the header is present and starts with its prefix (case-insensitive scheme);
+a cookie source when the cookie is present. Ambiguity is a deny, never a guess:
+two ``authorization`` headers (Envoy joins them with ``,``, or sends two entries in
+``header_map``), or the same cookie twice, are ``malformed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extauthz.config import TokenConfig, TokenSourceConfig
+from extauthz.errors import Reason, TokenError
+from extauthz.pipeline.request import CheckInput
+
+
+def header_values(request: CheckInput, name: str) -> list[str]:
+    """Every occurrence of header ``name`` (lower-case) in either form Envoy uses."""
+    if request.raw_headers:
+        return [value for key, value in request.raw_headers if key == name]
+    value = request.headers.get(name)
+    return [] if value is None else [value]
+
+
+def check_bounds(request: CheckInput, config: TokenConfig) -> None:
+    """Refuse requests whose header count or total size exceed the configured bounds."""
+    pairs: Sequence[tuple[str, str]] = request.raw_headers or tuple(request.headers.items())
+    if len(pairs) > config.max_headers:
+        raise TokenError(Reason.TOO_LARGE, "too many headers")
+    total = 0
+    for key, value in pairs:
+        total += len(key) + len(value)
+    if total > config.max_header_bytes:
+        raise TokenError(Reason.TOO_LARGE, "headers too large")
+
+
+def _from_header(request: CheckInput, source: TokenSourceConfig) -> str | None:
+    assert source.header is not None
+    values = header_values(request, source.header)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
+    value = values[0]
+    prefix = source.prefix or ""
+    if prefix:
+        if value[: len(prefix)].lower() != prefix.lower():
+            return None
+        value = value[len(prefix) :]
+    if "," in value:
+        # Envoy joins repeated headers with ","; a JWT never contains one
+        raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
+    token = value.strip(" \t")
+    if not token:
+        raise TokenError(Reason.MALFORMED, "empty credentials")
+    return token
+
+
+def _from_cookie(request: CheckInput, source: TokenSourceConfig) -> str | None:
+    found: list[str] = []
+    for header in header_values(request, "cookie"):
+        # split cookie headers may arrive joined by ";" or ","; a JWT holds neither
+        for part in header.replace(",", ";").split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name == source.cookie:
+                found.append(value.strip().strip('"'))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise TokenError(Reason.MALFORMED, "token cookie repeated")
+    if not found[0]:
+        raise TokenError(Reason.MALFORMED, "empty credentials")
+    return found[0]
+
+
+def extract(request: CheckInput, config: TokenConfig) -> str | None:
+    """The token, or None when no source is present. Raises TokenError on ambiguity."""
+    for source in config.sources:
+        token = _from_header(request, source) if source.header else _from_cookie(request, source)
+        if token is not None:
+            return token
+    return None

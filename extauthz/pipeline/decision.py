@@ -1,0 +1,173 @@
+"""The :class:`Decision` value and everything that shapes it (SPEC §3).
+
+A deny is a value, not an exception: the edge (``server/``) turns a Decision into
+a ``CheckResponse`` without any further judgement.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from extauthz.config import Config, ProviderConfig
+from extauthz.errors import DESCRIPTIONS, STATUS, PolicyError, Reason
+from extauthz.pipeline import claims as claims_mod
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one Check."""
+
+    allowed: bool
+    status: int  # 200 on allow; 401 / 403 / 503 on deny
+    reason: Reason
+    rule: str
+    #: allow: headers set on the upstream request (OVERWRITE_IF_EXISTS_OR_ADD)
+    upstream_headers: Headers = ()
+    #: allow: headers removed from the upstream request (never one we also set)
+    remove_headers: tuple[str, ...] = ()
+    #: headers for the client response (allow: response_headers_to_add; deny: headers)
+    response_headers: Headers = ()
+    body: str = ""
+    sub: str = ""
+    iss: str = ""
+    kid: str = ""
+    enc_kid: str = ""
+    #: operator-facing detail for the log line; never sent to the client
+    detail: str = ""
+    #: claim headers whose value was dropped (size, control characters)
+    dropped: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def metadata(
+    decision: str, reason: Reason, rule: str, sub: str = "", iss: str = "",
+    kid: str = "", enc_kid: str = "",
+) -> dict[str, str]:  # fmt: skip
+    """``dynamic_metadata`` for Envoy's access log (allow and deny alike)."""
+    data = {"decision": decision, "reason": reason.value, "rule": rule,
+            "sub": sub, "iss": iss, "kid": kid}  # fmt: skip
+    if enc_kid:
+        data["enc_kid"] = enc_kid
+    return data
+
+
+def header_value(value: Any, limit: int) -> str | None:
+    """A claim rendered as a header value per SPEC §3, or None when it must be dropped."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        text = ",".join(value)
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    if len(text.encode("utf-8")) > limit:
+        return None
+    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in text):
+        return None  # CR, LF, NUL and other controls never reach a header
+    return text
+
+
+class ClaimHeaders:
+    """Precomputed claim -> header mapping of one provider, plus the shared extras."""
+
+    def __init__(self, config: Config) -> None:
+        self.limit = config.upstream.max_header_value_bytes
+        self.claims_header = config.upstream.claims_header
+        self.by_provider: dict[str, tuple[tuple[str, str], ...]] = {
+            p.name: p.claims_to_headers for p in config.providers
+        }
+        names: set[str] = {h for p in config.providers for _, h in p.claims_to_headers}
+        if self.claims_header:
+            names.add(self.claims_header)
+        #: every header we may fill: removed whenever we do not fill it
+        self.all_names = tuple(sorted(names))
+
+    def render(
+        self, provider: ProviderConfig, claims: Mapping[str, Any]
+    ) -> tuple[Headers, tuple[str, ...], tuple[str, ...]]:
+        """(headers to set, managed headers to remove, dropped claim headers)."""
+        out: list[tuple[str, str]] = []
+        dropped: list[str] = []
+        for claim, header in self.by_provider.get(provider.name, ()):
+            raw = claims_mod.lookup(claims, claim)
+            value = header_value(raw, self.limit)
+            if value is None:
+                if raw is not None:
+                    dropped.append(header)
+                continue
+            out.append((header, value))
+        if self.claims_header:
+            encoded = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+            value = base64.urlsafe_b64encode(encoded).rstrip(b"=").decode()
+            if len(value) <= self.limit:
+                out.append((self.claims_header, value))
+            else:
+                dropped.append(self.claims_header)
+        filled = {h for h, _ in out}
+        remove = tuple(h for h in self.all_names if h not in filled)
+        return tuple(out), remove, tuple(dropped)
+
+
+class Denials:
+    """Builds deny decisions; bodies and challenges are precomputed per reason."""
+
+    def __init__(self, config: Config) -> None:
+        self.realm = config.token.realm
+        self.response_headers: Headers = config.response.headers
+        self._bodies = {reason: self._body(reason) for reason in Reason}
+
+    @staticmethod
+    def _body(reason: Reason) -> str:
+        if reason in (Reason.OK, Reason.ANONYMOUS):
+            return ""
+        status = STATUS.get(reason, 401)
+        if reason is Reason.INSUFFICIENT_SCOPE:
+            error = "insufficient_scope"
+        elif status == 401 and reason is not Reason.MISSING_TOKEN:
+            error = "invalid_token"
+        else:
+            error = reason.value
+        body = {"error": error, "error_description": DESCRIPTIONS[reason], "reason": reason.value}
+        return json.dumps(body)
+
+    def challenge(self, reason: Reason, required: tuple[str, ...] = ()) -> str:
+        """The ``www-authenticate`` value for a deny (RFC 6750 §3)."""
+        realm = f'Bearer realm="{self.realm}"'
+        if reason is Reason.MISSING_TOKEN:
+            return realm
+        if reason is Reason.INSUFFICIENT_SCOPE:
+            scope = f', scope="{" ".join(required)}"' if required else ""
+            return f'{realm}, error="insufficient_scope"{scope}'
+        if STATUS.get(reason, 401) == 401:
+            return f'{realm}, error="invalid_token", error_description="{reason.value}"'
+        return realm
+
+    def deny(
+        self, reason: Reason, rule: str, detail: str = "", *, required: tuple[str, ...] = (),
+        sub: str = "", iss: str = "", kid: str = "", enc_kid: str = "",
+    ) -> Decision:  # fmt: skip
+        """A deny decision with status, challenge, JSON body and metadata."""
+        status = STATUS.get(reason, 401)
+        headers: list[tuple[str, str]] = [("content-type", "application/json")]
+        if status in (401, 403):
+            headers.append(("www-authenticate", self.challenge(reason, required)))
+        if status == 503:
+            headers.append(("retry-after", "1"))
+        headers.extend(self.response_headers)
+        return Decision(
+            allowed=False, status=status, reason=reason, rule=rule,
+            response_headers=tuple(headers), body=self._bodies[reason],
+            sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, detail=detail,
+            metadata=metadata("deny", reason, rule, sub, iss, kid, enc_kid),
+        )  # fmt: skip
+
+    def from_policy(self, error: PolicyError, rule: str, **who: str) -> Decision:
+        """A 403 for a valid token that does not meet the rule."""
+        return self.deny(error.reason, rule, error.detail, required=error.required, **who)

@@ -1,0 +1,243 @@
+"""The pipeline, end to end: request -> token -> JWE -> JWS -> claims -> rule -> Decision.
+
+:meth:`Evaluator.check` never raises: every outcome is a :class:`Decision`, and an
+unexpected exception becomes a deny ``internal_error`` (logged with its traceback)
+— fail closed.
+
+The verified-token cache maps the SHA-256 of a token to what verification and
+claims validation produced (claims, provider, precomputed claim headers). It is
+bounded, an entry never outlives ``exp + leeway``, and every hit re-checks that
+the keys the entry depended on are still in the current key ring, so a removed
+key stops working at once. Rules are evaluated on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from extauthz import metrics
+from extauthz.config import Config, ProviderConfig
+from extauthz.errors import AuthError, PolicyError, Reason, TokenError
+from extauthz.keys.keyset import KeyRing
+from extauthz.pipeline import claims as claims_mod
+from extauthz.pipeline import credentials, policy
+from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers, metadata
+from extauthz.pipeline.request import CheckInput
+from extauthz.pipeline.tokens import TokenVerifier
+
+log = structlog.get_logger("extauthz.pipeline")
+
+
+class Keys(Protocol):
+    """What the pipeline needs from the key store."""
+
+    ring: KeyRing
+
+    @property
+    def ready(self) -> bool: ...
+
+    def refreshed(self, purpose: str, kid: str, generation: int, timeout: float = ...) -> (
+        KeyRing | None
+    ): ...
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A verified, validated token and the pieces of its allow response."""
+
+    provider: ProviderConfig
+    claims: dict[str, Any]
+    expires: float  # epoch seconds: exp + leeway, capped by the cache TTL
+    depends: tuple[tuple[str, str], ...]
+    headers: Headers
+    remove: tuple[str, ...]
+    dropped: tuple[str, ...]
+    inner: str
+    sub: str
+    kid: str
+    enc_kid: str
+
+
+class TokenCache:
+    """Bounded map of token digest -> :class:`Entry`, evicting the oldest first.
+
+    Lookups are a single ``dict.get`` (atomic under the GIL); inserts and purges
+    take a lock. FIFO rather than LRU: a hit costs no bookkeeping, and an entry
+    lives at most ``max_ttl`` anyway.
+    """
+
+    def __init__(self, max_entries: int, max_ttl: float) -> None:
+        self.max_entries = max_entries
+        self.max_ttl = max_ttl
+        self._data: dict[bytes, Entry] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, digest: bytes, ring: KeyRing, now: float) -> Entry | None:
+        """The live entry for ``digest``, or None (miss / expired / key removed)."""
+        if not self.max_entries:
+            return None
+        entry = self._data.get(digest)
+        if entry is None:
+            metrics.cache_lookup("miss")
+            return None
+        if now >= entry.expires or not all(ring.holds(p, t) for p, t in entry.depends):
+            with self._lock:
+                self._data.pop(digest, None)
+            metrics.cache_lookup("stale")
+            return None
+        metrics.cache_lookup("hit")
+        return entry
+
+    def put(self, digest: bytes, entry: Entry) -> None:
+        """Insert, evicting the oldest entries beyond ``max_entries``."""
+        if not self.max_entries:
+            return
+        with self._lock:
+            self._data[digest] = entry
+            while len(self._data) > self.max_entries:
+                del self._data[next(iter(self._data))]
+
+    def purge(self, ring: KeyRing) -> int:
+        """Drop entries whose keys left the ring (called on every key change)."""
+        with self._lock:
+            dead = [
+                d for d, e in self._data.items()
+                if not all(ring.holds(p, t) for p, t in e.depends)
+            ]  # fmt: skip
+            for digest in dead:
+                del self._data[digest]
+        return len(dead)
+
+
+def fingerprint(digest: bytes) -> str:
+    """The token fingerprint for logs: first 12 hex digits of its SHA-256."""
+    return digest.hex()[:12]
+
+
+class Evaluator:
+    """Decides Checks under one config, reading keys from a store."""
+
+    def __init__(
+        self, config: Config, keys: Keys, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.clock = clock
+        self.verifier = TokenVerifier(config, refresh=keys.refreshed)
+        self.policy = policy.Policy(config.rules)
+        self.headers = ClaimHeaders(config)
+        self.denials = Denials(config)
+        self.cache = TokenCache(config.cache.max_entries, config.cache.max_ttl_seconds)
+        self.upstream = config.upstream
+        self.response_headers = config.response.headers
+        self._strip = config.upstream.strip_header_prefixes
+
+    def check(self, request: CheckInput) -> tuple[Decision, str]:
+        """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
+        digest_hex = ""
+        try:
+            return self._check(request)
+        except Exception:  # noqa: BLE001 - the one place unexpected errors become a deny
+            log.exception("check_failed", path=request.path_only, request_id=request.request_id)
+            return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), digest_hex
+
+    def _check(self, request: CheckInput) -> tuple[Decision, str]:
+        if not self.keys.ready:
+            return self.denials.deny(Reason.NOT_READY, policy.DEFAULT), ""
+        ring = self.keys.ring
+        try:
+            rule = self.policy.select(request.method, request.path_only, request.context)
+        except PolicyError as error:
+            log.error("configuration_error", error="unknown rule in context_extensions",
+                      rule=request.context.get("rule", ""))  # fmt: skip
+            return self.denials.from_policy(error, request.context.get("rule", "")), ""
+        try:
+            credentials.check_bounds(request, self.config.token)
+            token = credentials.extract(request, self.config.token)
+        except TokenError as error:
+            return self.denials.deny(error.reason, rule.name, error.detail), ""
+        if token is None:
+            if rule.anonymous:
+                return self._anonymous(request, rule.name), ""
+            return self.denials.deny(Reason.MISSING_TOKEN, rule.name), ""
+
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        fp = fingerprint(digest)
+        now = self.clock()
+        entry = self.cache.get(digest, ring, now)
+        if entry is None:
+            try:
+                entry = self._verify(token, ring, now)
+            except AuthError as error:
+                return self.denials.deny(error.reason, rule.name, error.detail), fp
+            self.cache.put(digest, entry)
+        who = {"sub": entry.sub, "iss": entry.provider.issuer, "kid": entry.kid,
+               "enc_kid": entry.enc_kid}  # fmt: skip
+        try:
+            policy.authorize(rule, entry.provider.name, entry.claims)
+        except PolicyError as error:
+            return self.denials.from_policy(error, rule.name, **who), fp
+        except TokenError as error:
+            return self.denials.deny(error.reason, rule.name, error.detail, **who), fp
+        return self._allow(request, rule.name, entry), fp
+
+    def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:
+        verified = self.verifier.verify(token, ring)
+        expires = claims_mod.validate(verified.claims, verified.provider, now)
+        claims = dict(verified.claims)
+        headers, remove, dropped = self.headers.render(verified.provider, claims)
+        sub = claims.get("sub")
+        return Entry(
+            provider=verified.provider, claims=claims,
+            expires=min(expires, now + self.cache.max_ttl), depends=verified.depends,
+            headers=headers, remove=remove, dropped=dropped, inner=verified.inner,
+            sub=sub if isinstance(sub, str) else "", kid=verified.kid or "",
+            enc_kid=verified.enc_kid or "",
+        )  # fmt: skip
+
+    def _stripped(self, request: CheckInput, keep: set[str]) -> list[str]:
+        if not self._strip:
+            return []
+        names = (
+            {k for k, _ in request.raw_headers} if request.raw_headers else set(request.headers)
+        )
+        return sorted(n for n in names if n.startswith(self._strip) and n not in keep)
+
+    def _allow(self, request: CheckInput, rule: str, entry: Entry) -> Decision:
+        headers = list(entry.headers)
+        remove = list(entry.remove)
+        mode = self.upstream.authorization
+        if mode == "remove":
+            remove.append("authorization")
+        elif mode == "inner" and entry.inner:
+            headers.append(("authorization", f"Bearer {entry.inner}"))
+        set_names = {h for h, _ in headers}
+        remove.extend(self._stripped(request, set_names | set(remove)))
+        return Decision(
+            allowed=True, status=200, reason=Reason.OK, rule=rule,
+            upstream_headers=tuple(headers), remove_headers=tuple(remove),
+            response_headers=self.response_headers, sub=entry.sub,
+            iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid,
+            dropped=entry.dropped,
+            metadata=metadata("allow", Reason.OK, rule, entry.sub, entry.provider.issuer,
+                              entry.kid, entry.enc_kid),
+        )  # fmt: skip
+
+    def _anonymous(self, request: CheckInput, rule: str) -> Decision:
+        remove = list(self.headers.all_names)
+        remove.extend(self._stripped(request, set(remove)))
+        return Decision(
+            allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
+            remove_headers=tuple(remove), response_headers=self.response_headers,
+            metadata=metadata("allow", Reason.ANONYMOUS, rule),
+        )  # fmt: skip

@@ -1,0 +1,292 @@
+"""Decrypt (JWE, RFC 7516) and verify (JWS, RFC 7515) a compact token.
+
+We parse every header ourselves, strictly, *before* joserfc sees the token:
+base64url without padding or foreign characters, JSON objects without duplicate
+members, NaN or absurd numbers; ``alg``/``enc`` against the allow-lists; ``crit``;
+``zip``; the PBES2 iteration count. joserfc then only does the cryptography, with
+the one key we chose. Every failure is a :class:`~extauthz.errors.TokenError` with
+a reason class; nothing else escapes :meth:`TokenVerifier.verify`.
+
+Key choice (SPEC §2): ``kid`` present -> only keys with that ``kid``; absent -> the
+keys whose type and declared ``alg`` fit, at most ``token.max_keys_tried`` of them.
+A key is used only for its declared ``use`` and ``alg``. A verification key is
+looked up only among the keys of the provider named by the token's ``iss``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwe, jws
+from joserfc.errors import JoseError
+
+from extauthz.config import Config, ProviderConfig
+from extauthz.errors import Reason, TokenError
+from extauthz.keys.keyset import DECRYPTION, KeyRing, provider_purpose
+from extauthz.keys.material import Key, strict_json_loads
+from extauthz.pipeline.algorithms import (
+    ES_CURVES,
+    SYMMETRIC_KEY_MANAGEMENT,
+    JWEPolicy,
+    JWSPolicy,
+    key_types_for_encryption,
+    key_types_for_signature,
+)
+
+_B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: headers that name where to *fetch* a key or carry one: never trusted, never fetched
+_UNTRUSTED_KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
+#: critical header parameters we implement (none: b64=false etc. are refused)
+_UNDERSTOOD_CRIT: frozenset[str] = frozenset()
+#: exceptions joserfc and its helpers raise on malformed input (SPEC §9)
+_CRYPTO_ERRORS = (JoseError, ValueError, TypeError, KeyError, binascii.Error, IndexError)
+
+MAX_HEADER_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token whose encryption and signature checked out (claims not yet validated)."""
+
+    claims: Mapping[str, Any]
+    provider: ProviderConfig
+    kid: str | None  # of the JWS key used
+    enc_kid: str | None  # of the JWE key used, when encrypted
+    inner: str  # the compact JWS (the token itself when not encrypted)
+    encrypted: bool
+    #: (purpose, thumbprint) of every key the result depends on
+    depends: tuple[tuple[str, str], ...]
+
+
+def b64decode(segment: bytes) -> bytes:
+    """Strict base64url: RFC 7515 §2 alphabet, no padding, no whitespace."""
+    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+        raise TokenError(Reason.MALFORMED, "bad base64url")
+    try:
+        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise TokenError(Reason.MALFORMED, "bad base64url") from exc
+
+
+def parse_header(segment: bytes) -> dict[str, Any]:
+    """Decode and strictly parse a protected header into a JSON object."""
+    if len(segment) > MAX_HEADER_BYTES:
+        raise TokenError(Reason.MALFORMED, "header too large")
+    raw = b64decode(segment)
+    try:
+        header = strict_json_loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TokenError(Reason.MALFORMED, "header is not strict JSON") from exc
+    if not isinstance(header, dict):
+        raise TokenError(Reason.MALFORMED, "header is not a JSON object")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise TokenError(Reason.MALFORMED, "header without alg")
+    kid = header.get("kid")
+    if kid is not None and (not isinstance(kid, str) or not kid):
+        raise TokenError(Reason.MALFORMED, "kid is not a string")
+    crit = header.get("crit")
+    if crit is not None:
+        if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
+            raise TokenError(Reason.MALFORMED, "crit is not a list of names")
+        if any(name not in _UNDERSTOOD_CRIT or name not in header for name in crit):
+            raise TokenError(Reason.UNSUPPORTED_CRIT, "critical header not understood")
+    for name in ("typ", "cty"):
+        if name in header and not isinstance(header[name], str):
+            raise TokenError(Reason.MALFORMED, f"{name} is not a string")
+    return header
+
+
+def parse_claims(payload: bytes) -> dict[str, Any]:
+    """Strictly parse a JWT claims set."""
+    try:
+        claims = strict_json_loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TokenError(Reason.MALFORMED, "claims are not strict JSON") from exc
+    if not isinstance(claims, dict):
+        raise TokenError(Reason.MALFORMED, "claims are not a JSON object")
+    return claims
+
+
+def _candidates(
+    keys: tuple[Key, ...] | Any, kid: str | None, use: str, alg: str, ktys: tuple[str, ...],
+    limit: int,
+) -> list[Key]:
+    """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit."""
+    pool = keys.by_kid(kid) if kid is not None else keys.keys
+    fit = [
+        k for k in pool
+        if k.kty in ktys and k.usable_for(use, alg)
+        and (alg not in ES_CURVES or k.jwk.get("crv") == ES_CURVES[alg])
+    ]  # fmt: skip
+    return fit[:limit] if kid is None else fit
+
+
+class TokenVerifier:
+    """Decrypts and verifies tokens under one config's policy."""
+
+    def __init__(
+        self,
+        config: Config,
+        refresh: Callable[[str, str, int], KeyRing | None] | None = None,
+    ) -> None:
+        self.max_bytes = config.token.max_bytes
+        self.max_keys_tried = config.token.max_keys_tried
+        self.decryption_required = config.decryption.required
+        self.jwe = JWEPolicy(config.decryption)
+        self.providers: dict[str, tuple[ProviderConfig, JWSPolicy, str]] = {
+            p.issuer: (p, JWSPolicy(p), provider_purpose(p.name)) for p in config.providers
+        }
+        #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
+        self._refresh = refresh
+
+    def verify(self, token: str, ring: KeyRing) -> Verified:
+        """Decrypt if needed, verify the signature, return the claims. Raises TokenError."""
+        if len(token) > self.max_bytes:
+            raise TokenError(Reason.TOO_LARGE, "token over max_bytes")
+        if not _TOKEN_CHARS.match(token):
+            raise TokenError(Reason.MALFORMED, "characters outside base64url and '.'")
+        dots = token.count(".")
+        if dots == 4:
+            inner, enc_alg, enc_kid, enc_tp = self._decrypt(token, ring)
+            return self._verify_inner(inner, ring, enc_alg, enc_kid, enc_tp)
+        if dots == 2:
+            if self.decryption_required:
+                raise TokenError(Reason.ENCRYPTION_REQUIRED, "plain JWS while decryption.required")
+            return self._verify_jws(token, ring, encrypted=None)
+        raise TokenError(Reason.MALFORMED, "neither 3 (JWS) nor 5 (JWE) segments")
+
+    # -- JWE ---------------------------------------------------------------------------
+
+    def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, str, str, str]:
+        segments = token.encode("ascii").split(b".")
+        header = parse_header(segments[0])
+        for segment in segments[1:]:
+            if not _B64URL.match(segment) or len(segment) % 4 == 1:
+                raise TokenError(Reason.MALFORMED, "bad base64url")
+        alg, enc = header["alg"], header.get("enc")
+        if not isinstance(enc, str):
+            raise TokenError(Reason.MALFORMED, "JWE without enc")
+        policy = self.jwe
+        if alg not in policy.key_algorithms or enc not in policy.content_algorithms:
+            raise TokenError(Reason.ALG_NOT_ALLOWED, f"JWE alg {alg!r} enc {enc!r}")
+        if "zip" in header and (header["zip"] != "DEF" or policy.zip_max_bytes <= 0):
+            raise TokenError(Reason.ALG_NOT_ALLOWED, "zip not enabled")
+        if alg.startswith("PBES2"):
+            p2c = header.get("p2c")
+            if not isinstance(p2c, int) or isinstance(p2c, bool) or p2c < 1:
+                raise TokenError(Reason.MALFORMED, "PBES2 without a valid p2c")
+            if p2c > policy.pbes2_max_iterations:
+                raise TokenError(Reason.TOO_LARGE, "PBES2 iteration count over the cap")
+        cty = header.get("cty")
+        if cty is not None and cty.lower() not in ("jwt", "application/jwt"):
+            raise TokenError(Reason.MALFORMED, "JWE content type is not JWT")
+        kid = header.get("kid")
+        keys = _candidates(
+            ring.get(DECRYPTION), kid, "enc", alg, key_types_for_encryption(alg),
+            self.max_keys_tried,
+        )  # fmt: skip
+        if not keys:
+            raise TokenError(Reason.UNKNOWN_KID, "no decryption key fits")
+        for key in keys:
+            try:
+                result = jwe.decrypt_compact(token, key.jwk, registry=policy.registry)
+            except _CRYPTO_ERRORS:
+                continue
+            plaintext = result.plaintext
+            if plaintext is None:
+                break
+            return plaintext, alg, key.kid, key.thumbprint
+        raise TokenError(Reason.DECRYPT_FAILED, "no key decrypted the token")
+
+    def _verify_inner(
+        self, plaintext: bytes, ring: KeyRing, enc_alg: str, enc_kid: str, enc_tp: str
+    ) -> Verified:
+        if len(plaintext) > self.max_bytes:
+            raise TokenError(Reason.TOO_LARGE, "plaintext over max_bytes")
+        try:
+            text = plaintext.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""
+        encrypted = (enc_kid, enc_tp)
+        if text and _TOKEN_CHARS.match(text):
+            dots = text.count(".")
+            if dots == 2:
+                return self._verify_jws(text, ring, encrypted=encrypted)
+            if dots == 4:
+                raise TokenError(Reason.MALFORMED, "nested JWE: one level of nesting only")
+            raise TokenError(Reason.MALFORMED, "plaintext is not a compact JWS")
+        stripped = plaintext.lstrip()
+        if not stripped.startswith(b"{"):
+            raise TokenError(Reason.MALFORMED, "plaintext is not a JWT")
+        # an unsigned claims set: only for a provider that allows it, under symmetric keys
+        claims = parse_claims(plaintext)
+        provider, _, _ = self._provider(claims)
+        if not provider.allow_unsigned_inner or enc_alg not in SYMMETRIC_KEY_MANAGEMENT:
+            raise TokenError(Reason.UNSIGNED, "inner token is not signed")
+        return Verified(
+            claims=claims, provider=provider, kid=None, enc_kid=enc_kid, inner="",
+            encrypted=True, depends=((DECRYPTION, enc_tp),),
+        )  # fmt: skip
+
+    # -- JWS ---------------------------------------------------------------------------
+
+    def _provider(self, claims: Mapping[str, Any]) -> tuple[ProviderConfig, JWSPolicy, str]:
+        iss = claims.get("iss")
+        if iss is None:
+            raise TokenError(Reason.MISSING_CLAIM, "iss is missing")
+        if not isinstance(iss, str):
+            raise TokenError(Reason.INVALID_CLAIM, "iss is not a string")
+        found = self.providers.get(iss)
+        if found is None:
+            raise TokenError(Reason.BAD_ISSUER, "issuer is not configured")
+        return found
+
+    def _verify_jws(
+        self, token: str, ring: KeyRing, encrypted: tuple[str, str] | None
+    ) -> Verified:
+        head, payload_b64, signature = token.encode("ascii").split(b".")
+        header = parse_header(head)
+        alg = header["alg"]
+        if alg.lower() == "none":
+            if encrypted is not None:
+                raise TokenError(Reason.UNSIGNED, "inner token has alg none")
+            raise TokenError(Reason.ALG_NOT_ALLOWED, "alg none")
+        if not signature:
+            raise TokenError(Reason.MALFORMED, "empty signature")
+        if header.get("b64") is not None:
+            raise TokenError(Reason.UNSUPPORTED_CRIT, "unencoded payload is not supported")
+        claims = parse_claims(b64decode(payload_b64))
+        provider, policy, purpose = self._provider(claims)
+        if alg not in policy.algorithms:
+            raise TokenError(Reason.ALG_NOT_ALLOWED, f"JWS alg {alg!r}")
+        kid = header.get("kid")
+        ktys = key_types_for_signature(alg)
+        keys = _candidates(ring.get(purpose), kid, "sig", alg, ktys, self.max_keys_tried)
+        if not keys and kid is not None and self._refresh is not None:
+            # an unknown kid may be a fresh rotation at the IdP: one rate-limited refetch
+            fresh = self._refresh(purpose, kid, ring.generation)
+            if fresh is not None:
+                keys = _candidates(fresh.get(purpose), kid, "sig", alg, ktys, self.max_keys_tried)
+        if not keys:
+            raise TokenError(Reason.UNKNOWN_KID, "no verification key fits")
+        for key in keys:
+            try:
+                jws.deserialize_compact(token, key.jwk, registry=policy.registry)
+            except _CRYPTO_ERRORS:
+                continue
+            depends: tuple[tuple[str, str], ...] = ((purpose, key.thumbprint),)
+            if encrypted is not None:
+                depends += ((DECRYPTION, encrypted[1]),)
+            return Verified(
+                claims=claims, provider=provider, kid=key.kid,
+                enc_kid=encrypted[0] if encrypted else None, inner=token,
+                encrypted=encrypted is not None, depends=depends,
+            )  # fmt: skip
+        raise TokenError(Reason.BAD_SIGNATURE, "signature did not verify")
