@@ -1,0 +1,76 @@
+"""A small client for one Check (``extauthz check``, the dev mode, and tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from extauthz._proto.envoy.config.core.v3 import base_pb2
+from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+from extauthz.server.authz import METHOD
+
+
+def build_request(
+    headers: Mapping[str, str], path: str = "/", method: str = "GET",
+    context: Mapping[str, str] | None = None, raw: bool = False,
+) -> Any:  # fmt: skip
+    """A ``CheckRequest`` as Envoy would send it (``raw``: the ``header_map`` form)."""
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method = method
+    http.path = path
+    http.host = "localhost"
+    http.scheme = "http"
+    pseudo = {":method": method, ":path": path, ":authority": "localhost", ":scheme": "http"}
+    all_headers = {**pseudo, **{k.lower(): v for k, v in headers.items()}}
+    if raw:
+        http.header_map.headers.extend(
+            base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in all_headers.items()
+        )
+    else:
+        http.headers.update(all_headers)
+    request.attributes.context_extensions.update(dict(context or {}))
+    return request
+
+
+def describe(response: Any) -> dict[str, Any]:
+    """A CheckResponse as a plain dict: decision, status, headers, body, metadata."""
+    allowed = response.status.code == 0
+    out: dict[str, Any] = {
+        "decision": "allow" if allowed else "deny",
+        "grpc_status": response.status.code,
+        "metadata": json_format.MessageToDict(response.dynamic_metadata),
+    }
+    if allowed:
+        ok = response.ok_response
+        out["upstream_headers"] = {h.header.key: h.header.value for h in ok.headers}
+        out["headers_to_remove"] = list(ok.headers_to_remove)
+        out["response_headers"] = {h.header.key: h.header.value for h in ok.response_headers_to_add}
+    else:
+        denied = response.denied_response
+        out["http_status"] = denied.status.code
+        out["headers"] = {h.header.key: h.header.value for h in denied.headers}
+        try:
+            out["body"] = json.loads(denied.body) if denied.body else None
+        except ValueError:
+            out["body"] = denied.body
+    return out
+
+
+def check(
+    address: str, headers: Mapping[str, str], path: str = "/", method: str = "GET",
+    context: Mapping[str, str] | None = None, timeout: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Send one Check to ``address`` over plaintext gRPC and describe the answer."""
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(
+            METHOD,
+            request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
+            response_deserializer=external_auth_pb2.CheckResponse.FromString,
+        )
+        response = call(build_request(headers, path, method, context), timeout=timeout)
+    return describe(response)

@@ -1,0 +1,261 @@
+"""Process lifecycle: key sources, the gRPC server, the HTTP endpoints, signals.
+
+Start-up: health NOT_SERVING -> start every key source -> when each has loaded
+once, SERVING. SIGTERM: NOT_SERVING at once (gRPC health and ``/readyz``), keep
+answering for ``shutdown.drain_seconds`` so Envoy and Kubernetes stop sending,
+then stop accepting and let in-flight Checks finish within
+``shutdown.grace_seconds``; exit 0. A key source whose background work dies
+makes the process exit non-zero, so Kubernetes restarts it.
+
+We run grpcio's sync server: the work per Check is CPU-bound crypto under the GIL,
+and the sync server measured faster than grpc.aio for this workload (see
+``bench/server_models.py``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from extauthz import metrics
+from extauthz.config import Config, KeySourceConfig, TlsConfig
+from extauthz.keys.keyset import DECRYPTION, KeySink, KeySource, KeyStore, provider_purpose
+from extauthz.keys.sources.factory import build_source
+from extauthz.pipeline.evaluate import Evaluator
+from extauthz.server.authz import SERVICE, Authorizer
+from extauthz.server.http import HttpEndpoints
+
+log = structlog.get_logger("extauthz.server")
+
+#: largest CheckRequest we accept; Envoy sends no body unless configured to
+MAX_REQUEST_BYTES = 1 << 20
+
+
+@dataclass
+class Sources:
+    """The key sources of a config, attached to one store."""
+
+    store: KeyStore
+    items: list[KeySource] = field(default_factory=list)
+    sinks: list[KeySink] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: Config, store: KeyStore | None = None) -> Sources:
+        """Build (not start) every configured source."""
+        sources = cls(store or KeyStore())
+        wiring: list[tuple[str, KeySourceConfig, str | None]] = [
+            (DECRYPTION, item, None) for item in config.decryption.keys
+        ]
+        for provider in config.providers:
+            wiring.extend((provider_purpose(provider.name), item, provider.issuer)
+                          for item in provider.keys)  # fmt: skip
+        for purpose, item, issuer in wiring:
+            source = build_source(item, issuer=issuer)
+            sources.items.append(source)
+            sources.sinks.append(sources.store.attach(purpose, source))
+        return sources
+
+    def start(self) -> None:
+        """Start every source's background loading."""
+        for source, sink in zip(self.items, self.sinks, strict=True):
+            source.start(sink)
+
+    def stop(self) -> None:
+        """Stop every source."""
+        for source in self.items:
+            source.stop()
+
+    def dead(self) -> list[str]:
+        """Descriptions of sources whose background work died."""
+        return [s.description for s in self.items if not s.alive()]
+
+
+class _TlsReloader:
+    """Serves the current certificate files to gRPC; reloads them when they change."""
+
+    def __init__(self, tls: TlsConfig) -> None:
+        self.tls = tls
+        self._stamp = self._read_stamp()
+        self.initial = self._load()
+
+    def _read_stamp(self) -> tuple[tuple[int, int], ...]:
+        paths = [self.tls.cert_file, self.tls.key_file]
+        if self.tls.client_ca_file:
+            paths.append(self.tls.client_ca_file)
+        out = []
+        for path in paths:
+            st = Path(path).stat()
+            out.append((st.st_ino, st.st_mtime_ns))
+        return tuple(out)
+
+    def _load(self) -> Any:
+        cert = Path(self.tls.cert_file).read_bytes()
+        key = Path(self.tls.key_file).read_bytes()
+        ca = Path(self.tls.client_ca_file).read_bytes() if self.tls.client_ca_file else None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def fetch(self) -> Any:
+        """Called by gRPC on each handshake: a new configuration if the files changed."""
+        try:
+            stamp = self._read_stamp()
+            if stamp == self._stamp:
+                return None
+            config = self._load()
+        except (OSError, ValueError) as exc:
+            log.error("tls_reload_failed", error=str(exc))
+            return None
+        self._stamp = stamp
+        log.info("tls_reloaded", cert_file=str(self.tls.cert_file))
+        return config
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Dynamic server credentials (mTLS when a client CA is configured)."""
+        return grpc.dynamic_ssl_server_credentials(
+            self.initial, self.fetch,
+            require_client_authentication=self.tls.client_ca_file is not None,
+        )  # fmt: skip
+
+
+class App:
+    """One extauthz process."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self.sources = Sources.from_config(config)
+        self.store = self.sources.store
+        self.evaluator = Evaluator(config, self.store)
+        self.store.on_change(self.evaluator.cache.purge)
+        self.authorizer = Authorizer(self.evaluator, config.logging)
+        self.health = health.HealthServicer()
+        self._stopping = threading.Event()
+        self._draining = threading.Event()
+        self.grpc_port = 0
+        self.reuse_port = reuse_port
+        self.server = self._build_server()
+        self.http = (
+            HttpEndpoints(config.listen.http, ready=self.is_ready, live=lambda: True)
+            if config.listen.http
+            else None
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        metrics.BUILD_INFO.info({"version": _version()})
+
+    def _build_server(self) -> grpc.Server:
+        options = [
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.server.threads, thread_name_prefix="check"
+            ),
+            handlers=[self.authorizer.handler()],
+            options=options,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = self.config.listen.grpc
+        if self.config.listen.tls:
+            self.grpc_port = server.add_secure_port(
+                address, _TlsReloader(self.config.listen.tls).credentials()
+            )
+        else:
+            self.grpc_port = server.add_insecure_port(address)
+        return server
+
+    def _set_health(self, status: Any) -> None:
+        for name in ("", SERVICE):
+            self.health.set(name, status)
+
+    def is_ready(self) -> bool:
+        """Ready: every source loaded once, and not shutting down."""
+        return self.store.ready and not self._draining.is_set()
+
+    def start(self) -> None:
+        """Start sources, servers, and the readiness watcher. Returns at once."""
+        self.sources.start()
+        self.server.start()
+        if self.http is not None:
+            self.http.start()
+        threading.Thread(target=self._await_ready, name="readiness", daemon=True).start()
+        log.info("listening", grpc=self.config.listen.grpc, grpc_port=self.grpc_port,
+                 http=self.config.listen.http, tls=self.config.listen.tls is not None)  # fmt: skip
+
+    def _await_ready(self) -> None:
+        waited = 0.0
+        while not self._stopping.is_set():
+            if self.store.wait_ready(timeout=1.0):
+                if not self._draining.is_set():
+                    self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                    log.info("serving", keys_generation=self.store.ring.generation)
+                return
+            waited += 1.0
+            if waited in (5.0, 30.0) or waited % 60 == 0:
+                log.warning("not_ready", waiting_for=self.store.pending(), seconds=waited)
+
+    def drain_and_stop(self) -> None:
+        """The SIGTERM sequence: NOT_SERVING, drain, stop with grace, stop sources."""
+        if self._draining.is_set():
+            return
+        self._draining.set()
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        shutdown = self.config.shutdown
+        log.info("draining", drain_seconds=shutdown.drain_seconds,
+                 grace_seconds=shutdown.grace_seconds)  # fmt: skip
+        time.sleep(shutdown.drain_seconds)
+        self.server.stop(grace=shutdown.grace_seconds).wait(shutdown.grace_seconds + 1)
+        self.stop_background()
+        log.info("stopped")
+
+    def stop_background(self) -> None:
+        """Stop sources and the HTTP endpoints."""
+        self._stopping.set()
+        self.sources.stop()
+        if self.http is not None:
+            self.http.stop()
+
+    def stop_now(self) -> None:
+        """Immediate stop (tests)."""
+        self._draining.set()
+        self.server.stop(grace=0).wait(5)
+        self.stop_background()
+
+    def run(self) -> int:
+        """Start, then block until SIGTERM/SIGINT (exit 0) or a dead source (exit 1)."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal", signal=signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        while not stop.wait(0.5):
+            dead = self.sources.dead()
+            if dead:
+                log.error("key_source_died", sources=dead)
+                self.stop_now()
+                return 1
+        self.drain_and_stop()
+        return 0
+
+
+def _version() -> str:
+    from extauthz import __version__
+
+    return __version__

@@ -1,0 +1,171 @@
+"""The gRPC edge of the pipeline: ``CheckRequest`` -> :class:`CheckInput`, and
+:class:`Decision` -> ``CheckResponse``. Protobuf types stop here.
+
+Header options set ``append_action: OVERWRITE_IF_EXISTS_OR_ADD`` and leave ``append``
+unset: Envoy 1.40 overwrites when ``append`` is unset and newer Envoy honours
+``append_action`` (SPEC §9), so a client-sent claim header is replaced either way.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from extauthz import metrics
+from extauthz._proto.envoy.config.core.v3 import base_pb2
+from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+from extauthz._proto.envoy.type.v3 import http_status_pb2
+from extauthz._proto.google.rpc import status_pb2
+from extauthz.config import LoggingConfig
+from extauthz.pipeline.decision import Decision
+from extauthz.pipeline.evaluate import Evaluator
+from extauthz.pipeline.request import CheckInput
+
+SERVICE = "envoy.service.auth.v3.Authorization"
+METHOD = f"/{SERVICE}/Check"
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+#: google.rpc.Code for each HTTP status we deny with
+_GRPC_CODE = {401: 16, 403: 7, 503: 14}  # UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+
+log = structlog.get_logger("extauthz.decision")
+
+
+def to_input(request: Any) -> CheckInput:
+    """Read the parts of a ``CheckRequest`` the pipeline uses (both header forms)."""
+    http = request.attributes.request.http
+    headers = dict(http.headers)
+    raw: tuple[tuple[str, str], ...] = ()
+    if http.HasField("header_map"):
+        raw = tuple(
+            (h.key.lower(), h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+            for h in http.header_map.headers
+        )
+    def first(name: str) -> str:
+        if name in headers:
+            return headers[name]
+        return next((v for k, v in raw if k == name), "")
+
+    return CheckInput(
+        method=http.method or first(":method") or "GET",
+        path=http.path or first(":path") or "/",
+        headers=headers,
+        raw_headers=raw,
+        context=dict(request.attributes.context_extensions),
+        request_id=http.id or first("x-request-id"),
+    )
+
+
+def _options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE
+        )
+        for k, v in headers
+    ]
+
+
+def to_response(decision: Decision) -> Any:
+    """Build the ``CheckResponse`` Envoy expects for ``decision``."""
+    response = external_auth_pb2.CheckResponse()
+    response.dynamic_metadata.update(dict(decision.metadata))
+    if decision.allowed:
+        response.status.CopyFrom(status_pb2.Status(code=0))
+        ok = response.ok_response
+        ok.headers.extend(_options(decision.upstream_headers))
+        ok.headers_to_remove.extend(decision.remove_headers)
+        ok.response_headers_to_add.extend(_options(decision.response_headers))
+        return response
+    response.status.CopyFrom(status_pb2.Status(code=_GRPC_CODE.get(decision.status, 16)))
+    denied = response.denied_response
+    denied.status.CopyFrom(http_status_pb2.HttpStatus(code=decision.status))  # type: ignore[arg-type]
+    denied.headers.extend(_options(decision.response_headers))
+    denied.body = decision.body
+    return response
+
+
+def trace_id(request: CheckInput) -> str:
+    """The W3C trace id of the request's ``traceparent``, if well-formed."""
+    value = request.headers.get("traceparent") or next(
+        (v for k, v in request.raw_headers if k == "traceparent"), ""
+    )
+    parts = value.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        try:
+            int(parts[1], 16)
+        except ValueError:
+            return ""
+        return parts[1]
+    return ""
+
+
+class Authorizer:
+    """The ``Check`` handler: decode, evaluate, log one line, encode."""
+
+    def __init__(
+        self, evaluator: Evaluator, logging: LoggingConfig,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:  # fmt: skip
+        self.evaluator = evaluator
+        self.clock = clock
+        self.mode = logging.decisions
+        self.sample = logging.allow_sample_rate
+        self._rng = random.Random()  # noqa: S311 - log sampling, not security
+
+    def check(self, request: Any, context: grpc.ServicerContext | None = None) -> Any:
+        """Answer one Check; never raises for an auth outcome."""
+        start = self.clock()
+        check_input = to_input(request)
+        decision, fingerprint = self.evaluator.check(check_input)
+        response = to_response(decision)
+        elapsed = self.clock() - start
+        metrics.record_check("allow" if decision.allowed else "deny", decision.reason.value, elapsed)
+        self._log(check_input, decision, fingerprint, elapsed)
+        return response
+
+    def _log(self, request: CheckInput, decision: Decision, fp: str, elapsed: float) -> None:
+        if decision.allowed and (
+            self.mode == "deny" or (self.mode == "sample" and self._rng.random() >= self.sample)
+        ):
+            return
+        fields: dict[str, Any] = {
+            "decision": "allow" if decision.allowed else "deny",
+            "reason": decision.reason.value,
+            "status": decision.status,
+            "rule": decision.rule,
+            "sub": decision.sub,
+            "iss": decision.iss,
+            "kid": decision.kid,
+            "method": request.method,
+            "path": request.path_only,
+            "request_id": request.request_id,
+            "token_fp": fp,
+            "latency_us": round(elapsed * 1e6),
+        }
+        if decision.enc_kid:
+            fields["enc_kid"] = decision.enc_kid
+        if decision.detail:
+            fields["detail"] = decision.detail
+        if decision.dropped:
+            fields["dropped_headers"] = list(decision.dropped)
+        trace = trace_id(request)
+        if trace:
+            fields["trace_id"] = trace
+        if decision.allowed:
+            log.info("check", **fields)
+        else:
+            log.warning("check", **fields)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """A generic handler for ``Authorization/Check`` with protobuf (de)serializers."""
+        method = grpc.unary_unary_rpc_method_handler(
+            self.check,
+            request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, {"Check": method})
