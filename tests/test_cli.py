@@ -1,0 +1,109 @@
+"""The command line as a user types it (SPEC §6), run as real subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import AUDIENCE, ISSUER
+from extauthz import config as config_mod
+from extauthz.server.app import App
+
+
+def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "extauthz", *args], capture_output=True, text=True,
+        timeout=60, check=check,
+    )  # fmt: skip
+
+
+def test_keygen_enc_and_public(tmp_path: Path) -> None:
+    out = run("keygen", "--use", "enc", "--alg", "RSA-OAEP-256", "--kid", "k1", check=True)
+    jwk = json.loads(out.stdout)
+    assert (jwk["kty"], jwk["use"], jwk["alg"], jwk["kid"]) == ("RSA", "enc", "RSA-OAEP-256", "k1")
+    assert "d" in jwk
+    (tmp_path / "k.json").write_text(out.stdout)
+    pub = json.loads(run("keygen", "--public", str(tmp_path / "k.json"), check=True).stdout)
+    (key,) = pub["keys"]
+    assert key["kid"] == "k1" and "d" not in key and key["n"] == jwk["n"]
+
+
+def test_keygen_secret_manifest() -> None:
+    out = run("keygen", "--use", "sig", "--alg", "ES256", "--secret", "keys", "--namespace", "auth",
+              check=True)  # fmt: skip
+    manifest = yaml.safe_load(out.stdout)
+    assert manifest["kind"] == "Secret" and manifest["metadata"] == {"name": "keys", "namespace": "auth"}
+    jwks = json.loads(base64.b64decode(manifest["data"]["jwks.json"]))
+    assert jwks["keys"][0]["crv"] == "P-256"
+
+
+def test_keygen_rejects_unknown_alg() -> None:
+    result = run("keygen", "--use", "enc", "--alg", "RSA1_5")
+    assert result.returncode == 2 and "unsupported" in result.stderr
+
+
+def test_config_validate_exit_codes(tmp_path: Path) -> None:
+    good = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
+    assert run("config", "validate", str(good)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"providers": [{"name": "p", "issuer": "i", "keys": [],
+                                                  "extra": 1}]}))  # fmt: skip
+    result = run("config", "validate", str(bad))
+    assert result.returncode == 1
+    assert "providers[0]" in result.stderr
+
+
+@pytest.fixture
+def served(write_config: Callable[..., Path]) -> Iterator[str]:
+    app = App(config_mod.load(write_config()))
+    app.start()
+    assert app.store.wait_ready(5)
+    yield f"127.0.0.1:{app.grpc_port}"
+    app.stop_now()
+
+
+def test_token_then_check_round_trip(served: str, key_dirs: Path, tmp_path: Path) -> None:
+    """`extauthz token` mints a nested JWE that `extauthz check` sees allowed (exit 0)."""
+    claims = json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "bob", "scope": "admin"})
+    sig = key_dirs / "sig.json"
+    verify = json.loads((key_dirs / "keys" / "verify" / "idp.json").read_text())
+    assert verify["keys"]
+    # the private signing key is not on disk in key_dirs: make one and trust its public half
+    out = run("keygen", "--use", "sig", "--alg", "ES256", "--kid", "cli-sig", check=True).stdout
+    sig.write_text(out)
+    pub = run("keygen", "--public", str(sig), check=True).stdout
+    (key_dirs / "keys" / "verify" / "cli.json").write_text(pub)
+    enc = key_dirs / "keys" / "decrypt" / "enc-1.json"
+    token = run("token", "--sign-key", str(sig), "--encrypt-key", str(enc), "--claims", claims,
+                check=True).stdout.strip()  # fmt: skip
+    assert token.count(".") == 4
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        result = run("check", "--address", served, "--token", token, "--path", "/admin/x",
+                     "--method", "POST")  # fmt: skip
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    decision = json.loads(result.stdout)
+    assert result.returncode == 0, decision
+    assert decision["upstream_headers"]["x-auth-subject"] == "bob"
+    assert decision["metadata"]["rule"] == "admin"
+
+
+def test_check_deny_exit_1_and_error_exit_2(served: str) -> None:
+    denied = run("check", "--address", served, "-H", "authorization: Bearer a.b.c")
+    assert denied.returncode == 1
+    assert json.loads(denied.stdout)["metadata"]["reason"] == "malformed"
+    ctx = run("check", "--address", served, "--context", "rule=nope", "--token", "a.b.c")
+    assert json.loads(ctx.stdout)["metadata"]["reason"] == "unknown_rule"
+    down = run("check", "--address", "127.0.0.1:1", "--timeout", "1")
+    assert down.returncode == 2
