@@ -1,0 +1,343 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "extauthz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "extauthz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "extauthz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "extauthz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "extauthz.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "extauthz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: ext-authz
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "extauthz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "extauthz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "extauthz.image" -}}
+{{- $img := .Values.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the config file and the TLS material are mounted. */}}
+{{- define "extauthz.configDir" -}}/etc/extauthz{{- end }}
+{{- define "extauthz.tlsDir" -}}/etc/extauthz-tls{{- end }}
+
+{{/*
+Key sources, normalized: each Kubernetes source gets the release namespace when it
+names none; a source with both or neither of secrets/label_selector fails here with
+its key path. Input: dict "sources" LIST "path" "config.x.keys" "namespace" NS.
+Output: YAML list (read back with fromYamlArray).
+*/}}
+{{- define "extauthz.keySources" -}}
+{{- $out := list }}
+{{- range $i, $src := .sources }}
+{{- $where := printf "%s[%d]" $.path $i }}
+{{- if hasKey $src "kubernetes" }}
+{{- $k := $src.kubernetes | default dict }}
+{{- $secrets := $k.secrets | default list }}
+{{- $selector := $k.label_selector | default "" }}
+{{- if and $secrets $selector }}
+{{- fail (printf "extauthz: %s.kubernetes: set either `secrets` (RBAC restricted to those names) or `label_selector` (RBAC on every Secret of the namespace), not both; use two sources for both" $where) }}
+{{- end }}
+{{- if not (or $secrets $selector) }}
+{{- fail (printf "extauthz: %s.kubernetes: needs `secrets: [NAME, ...]` or `label_selector: \"key=value\"`" $where) }}
+{{- end }}
+{{- $norm := dict "namespace" (default $.namespace $k.namespace) }}
+{{- if $secrets }}
+{{- $_ := set $norm "secrets" $secrets }}
+{{- else }}
+{{- $_ := set $norm "label_selector" $selector }}
+{{- end }}
+{{- $out = append $out (dict "kubernetes" $norm) }}
+{{- else }}
+{{- $out = append $out $src }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+A config section with the "use the service default" values dropped: null, "", [] and {}.
+Input: a map. Output: the compacted map (as YAML).
+*/}}
+{{- define "extauthz.compact" -}}
+{{- $out := dict }}
+{{- range $k, $v := . }}
+{{- if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v "")) (and (kindIs "slice" $v) (eq (len $v) 0)) (and (kindIs "map" $v) (eq (len $v) 0))) }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+The extauthz config file (SPEC §5), as YAML. Everything but `listen` comes from
+.Values.config; the chart only fills in defaults that depend on the release.
+*/}}
+{{- define "extauthz.config" -}}
+{{- $c := .Values.config }}
+{{- $ns := .Release.Namespace }}
+{{- $grpcHost := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") }}
+{{- $listen := dict "grpc" (printf "%s:%d" $grpcHost (int .Values.ports.grpc)) "http" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
+{{- if .Values.tls.enabled }}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" (include "extauthz.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "extauthz.tlsDir" .)) }}
+{{- if .Values.tls.verifyClients }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" (include "extauthz.tlsDir" .)) }}
+{{- end }}
+{{- $_ := set $listen "tls" $tls }}
+{{- end }}
+{{- $decryption := include "extauthz.compact" (omit $c.decryption "keys") | fromYaml }}
+{{- $_ := set $decryption "keys" (include "extauthz.keySources" (dict "sources" $c.decryption.keys "path" "config.decryption.keys" "namespace" $ns) | fromYamlArray) }}
+{{- $providers := list }}
+{{- range $i, $p := $c.providers }}
+{{- $keys := include "extauthz.keySources" (dict "sources" ($p.keys | default list) "path" (printf "config.providers[%d].keys" $i) "namespace" $ns) | fromYamlArray }}
+{{- $provider := include "extauthz.compact" (omit $p "keys") | fromYaml }}
+{{- if $keys }}
+{{- $_ := set $provider "keys" $keys }}
+{{- end }}
+{{- $providers = append $providers $provider }}
+{{- end }}
+{{- $cfg := dict "apiVersion" "extauthz/v1" "listen" $listen "decryption" $decryption "providers" $providers }}
+{{- range $section := list "token" "upstream" "response" "cache" "logging" "shutdown" "server" }}
+{{- $_ := set $cfg $section (include "extauthz.compact" (get $c $section) | fromYaml) }}
+{{- end }}
+{{- if $c.rules }}
+{{- $rules := list }}
+{{- range $c.rules }}
+{{- $rules = append $rules (include "extauthz.compact" . | fromYaml) }}
+{{- end }}
+{{- $_ := set $cfg "rules" $rules }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* sha256 of the rendered config: a pod annotation, so a config change rolls the pods. */}}
+{{- define "extauthz.configChecksum" -}}
+{{- include "extauthz.config" . | sha256sum }}
+{{- end }}
+
+{{/*
+Which Secrets the service reads, per namespace, from the rendered config:
+{NS: {names: [..], selector: bool}}. RBAC cannot restrict by label, so a namespace with
+a label-selector source needs get/list/watch on all of its Secrets.
+*/}}
+{{- define "extauthz.secretAccess" -}}
+{{- $cfg := include "extauthz.config" . | fromYaml }}
+{{- $sources := $cfg.decryption.keys }}
+{{- range $cfg.providers }}
+{{- $sources = concat $sources (.keys | default list) }}
+{{- end }}
+{{- $access := dict }}
+{{- range $sources }}
+{{- if hasKey . "kubernetes" }}
+{{- $k := .kubernetes }}
+{{- $entry := get $access $k.namespace | default (dict "names" list "selector" false) }}
+{{- if $k.label_selector }}
+{{- $_ := set $entry "selector" true }}
+{{- else }}
+{{- $_ := set $entry "names" (concat $entry.names $k.secrets | uniq | sortAlpha) }}
+{{- end }}
+{{- $_ := set $access $k.namespace $entry }}
+{{- end }}
+{{- end }}
+{{- toYaml $access }}
+{{- end }}
+
+{{/* The PDB's effective minAvailable, as JSON {"value": ...}: 1 when neither it nor maxUnavailable is set. */}}
+{{- define "extauthz.pdbMinAvailable" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- dict "value" 1 | toJson }}
+{{- else }}
+{{- dict "value" $pdb.minAvailable | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* drain + grace, the time the service may take to stop after SIGTERM. */}}
+{{- define "extauthz.shutdownSeconds" -}}
+{{- add (ceil .Values.config.shutdown.drain_seconds) (ceil .Values.config.shutdown.grace_seconds) }}
+{{- end }}
+
+{{- define "extauthz.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add (include "extauthz.shutdownSeconds" . | int) 5 }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Invalid value combinations, refused at render time with the offending keys named.
+(Single-key constraints live in values.schema.json.)
+*/}}
+{{- define "extauthz.validate" -}}
+{{- $v := .Values }}
+{{- $sidecar := eq $v.mode "sidecar" }}
+{{- if not $v.config.decryption.keys }}
+{{- fail "extauthz: config.decryption.keys: no decryption key source. List the Secrets holding the service's private keys, e.g. [{kubernetes: {secrets: [extauthz-decryption-keys]}}] (create one with `extauthz keygen --use enc --alg RSA-OAEP-256 --secret extauthz-decryption-keys | kubectl apply -f -`), or use a label_selector" }}
+{{- end }}
+{{- if not $v.config.providers }}
+{{- fail "extauthz: config.providers: at least one provider (token issuer) is required" }}
+{{- end }}
+{{- if and (not $v.serviceAccount.create) (not $v.serviceAccount.name) }}
+{{- fail "extauthz: serviceAccount.name: required when serviceAccount.create is false (the Role is bound to it; the namespace's default ServiceAccount is never used)" }}
+{{- end }}
+{{- if and $v.tls.enabled (not $v.tls.secretName) }}
+{{- fail "extauthz: tls.secretName: required when tls.enabled (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and $v.tls.verifyClients (not $v.tls.enabled) }}
+{{- fail "extauthz: tls.verifyClients needs tls.enabled" }}
+{{- end }}
+{{- $shutdown := include "extauthz.shutdownSeconds" . | int }}
+{{- if and (not (kindIs "invalid" $v.terminationGracePeriodSeconds)) (le (int $v.terminationGracePeriodSeconds) $shutdown) }}
+{{- fail (printf "extauthz: terminationGracePeriodSeconds (%d) must be greater than config.shutdown.drain_seconds + grace_seconds (%d), or Kubernetes kills in-flight Checks" (int $v.terminationGracePeriodSeconds) $shutdown) }}
+{{- end }}
+{{- if $sidecar }}
+{{- range $key := list "autoscaling" "podDisruptionBudget" "networkPolicy" "serviceMonitor" }}
+{{- if (get $v $key).enabled }}
+{{- fail (printf "extauthz: %s.enabled is not supported with mode: sidecar (the chart renders no Deployment or Service; configure it on the host workload)" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "extauthz: autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- $pdb := $v.podDisruptionBudget }}
+{{- if $pdb.enabled }}
+{{- $hasMax := not (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if and (not (kindIs "invalid" $pdb.minAvailable)) $hasMax }}
+{{- fail "extauthz: podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
+{{- end }}
+{{- $minAvailable := include "extauthz.pdbMinAvailable" . | fromJson }}
+{{- $hasMin := not (kindIs "invalid" $minAvailable.value) }}
+{{- $pdb = dict "minAvailable" $minAvailable.value "maxUnavailable" $pdb.maxUnavailable }}
+{{- $replicas := ternary $v.autoscaling.minReplicas $v.replicaCount $v.autoscaling.enabled | int }}
+{{- $replicasKey := ternary "autoscaling.minReplicas" "replicaCount" $v.autoscaling.enabled }}
+{{- if and $hasMin (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $replicas) }}
+{{- fail (printf "extauthz: podDisruptionBudget.minAvailable (%d) must be lower than %s (%d), or no pod could ever be evicted and node drains would block; raise %s to at least %d" (int $pdb.minAvailable) $replicasKey $replicas $replicasKey (add1 (int $pdb.minAvailable))) }}
+{{- end }}
+{{- if and $hasMax (not (kindIs "string" $pdb.maxUnavailable)) (lt (int $pdb.maxUnavailable) 1) }}
+{{- fail "extauthz: podDisruptionBudget.maxUnavailable must be at least 1, or node drains would block" }}
+{{- end }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (not $v.networkPolicy.grpcFrom) }}
+{{- fail "extauthz: networkPolicy.grpcFrom: list the peers (your Envoy pods / mesh gateways) allowed on the gRPC port; an empty list would allow nobody to authorize requests" }}
+{{- end }}
+{{- $ap := $v.istio.authorizationPolicy }}
+{{- if and $ap.enabled (not $ap.selector.matchLabels) }}
+{{- fail "extauthz: istio.authorizationPolicy.selector.matchLabels: select the workloads to protect; an empty selector applies the CUSTOM policy to every workload of the namespace, extauthz included" }}
+{{- end }}
+{{- if and $ap.enabled (not $ap.rules) }}
+{{- fail "extauthz: istio.authorizationPolicy.rules: at least one rule ([{}] matches every request); a CUSTOM policy without rules checks nothing" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes the extauthz container needs: its config, a writable /tmp and, with TLS, the
+certificate Secret. Standalone pods use it; a sidecar host pod includes it too:
+  volumes:
+    {{- include "extauthz.sidecarVolumes" .Subcharts.extauthz | nindent 4 }}
+*/}}
+{{- define "extauthz.volumes" -}}
+- name: extauthz-config
+  configMap:
+    name: {{ include "extauthz.fullname" . }}
+- name: extauthz-tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- if .Values.tls.enabled }}
+- name: extauthz-tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- end }}
+
+{{- define "extauthz.sidecarVolumes" -}}
+{{ include "extauthz.volumes" . }}
+{{- end }}
+
+{{/*
+The extauthz container. Used by the standalone Deployment and, in sidecar mode, by the
+host chart:
+  containers:
+    {{- include "extauthz.sidecarContainer" .Subcharts.extauthz | nindent 4 }}
+*/}}
+{{- define "extauthz.container" -}}
+- name: extauthz
+  image: {{ include "extauthz.image" . | quote }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args:
+    - serve
+    - --config
+    - {{ include "extauthz.configDir" . }}/config.yaml
+  ports:
+    - name: extauthz-grpc
+      containerPort: {{ .Values.ports.grpc }}
+      protocol: TCP
+    - name: extauthz-http
+      containerPort: {{ .Values.ports.http }}
+      protocol: TCP
+  {{- with .Values.env }}
+  env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: extauthz-http
+    {{- toYaml .Values.readinessProbe | nindent 4 }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: extauthz-http
+    {{- toYaml .Values.livenessProbe | nindent 4 }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: extauthz-config
+      mountPath: {{ include "extauthz.configDir" . }}
+      readOnly: true
+    - name: extauthz-tmp
+      mountPath: /tmp
+    {{- if .Values.tls.enabled }}
+    - name: extauthz-tls
+      mountPath: {{ include "extauthz.tlsDir" . }}
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{- define "extauthz.sidecarContainer" -}}
+{{ include "extauthz.container" . }}
+{{- end }}
