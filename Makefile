@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## run: real Envoy -> extauthz -> demo upstream, with dev keys and ready-to-use curl commands
 run: $(STAMP)
-	$(PY) -m extauthz.demo
+	$(PY) tools/demo.py
 
 ## test: the whole suite (unit, gRPC integration, real-Envoy end-to-end, chart)
 test: $(STAMP)
