@@ -318,9 +318,7 @@ class HttpFetcher:
             raise KeySourceError(f"{current}: redirect from https to a non-https URL refused")
         return target
 
-    def _read_body(
-        self, response: urllib3.BaseHTTPResponse, url: str, deadline: float
-    ) -> bytes:
+    def _read_body(self, response: urllib3.BaseHTTPResponse, url: str, deadline: float) -> bytes:
         declared = response.headers.get("Content-Length")
         if declared is not None:
             if not (declared.strip().isascii() and declared.strip().isdigit()):
@@ -341,8 +339,9 @@ class HttpFetcher:
             if total > self._max_bytes:
                 raise KeySourceError(f"{url}: response larger than {self._max_bytes} bytes")
             chunks.append(chunk)
-        return _decode(b"".join(chunks), response.headers.get("Content-Encoding"), url,
-                       self._max_bytes)
+        return _decode(
+            b"".join(chunks), response.headers.get("Content-Encoding"), url, self._max_bytes
+        )
 
 
 def _decode(raw: bytes, encoding: str | None, url: str, max_bytes: int) -> bytes:
@@ -460,6 +459,7 @@ class JwksSource:
         self._failures = 0
         self._pending = False
         self._pending_kid = ""
+        self._fetching = False
         self._known: frozenset[str] = frozenset()
         self._jwks_uri = uri
         self._discovered_until = -math.inf
@@ -493,19 +493,35 @@ class JwksSource:
 
     # -- RefreshHook -----------------------------------------------------------------
 
-    def request_refresh(self, kid: str) -> None:
-        """A token named ``kid``, which we do not hold: refetch soon, rate-limited.
+    def request_refresh(self, kid: str) -> bool:
+        """A token named ``kid``, which the caller does not hold: refetch, rate-limited.
 
         Never blocks and never does I/O: it sets a flag and wakes the source thread.
-        Requests arriving while one is pending are the same request.
+        Returns True when a fetch is under way (in flight, or due now and starting)
+        whose publish the caller may wait for; False when the caller should not wait:
+        rate-limited (the fetch is deferred to the end of the interval), stopped, or
+        ``kid`` is one we already publish (a token whose alg fits none of our keys
+        must not make every Check wait for a fetch that cannot help).
         """
-        if self._stop.is_set() or self._pending or kid in self._known:
-            return
-        self._pending_kid = kid[:_LOG_KID_CHARS] if isinstance(kid, str) else ""
-        self._pending = True
-        self._wake.set()
+        if self._stop.is_set() or kid in self._known:
+            return False
+        if not self._pending:
+            self._pending_kid = kid[:_LOG_KID_CHARS] if isinstance(kid, str) else ""
+            self._pending = True
+            self._wake.set()  # the thread recomputes its wait with the pending request
+        if self._fetching:
+            return True  # its publish wakes the waiter; the pending flag asks for one more
+        if self._clock() >= self.next_due():
+            self._wake.set()
+            return True
+        return False
 
     # -- the schedule ----------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a fetch is running (for diagnostics and tests)."""
+        return self._fetching
 
     def next_due(self) -> float:
         """Clock time of the next fetch: the scheduled one, or a rate-limited refetch."""
@@ -529,6 +545,14 @@ class JwksSource:
         kid, self._pending = self._pending_kid, False
         self._last_attempt = now
         self.fetches += 1
+        self._fetching = True
+        try:
+            self._fetch_and_publish(sink, now, trigger, kid)
+        finally:
+            self._fetching = False
+        return max(0.0, self.next_due() - self._clock())
+
+    def _fetch_and_publish(self, sink: KeySink, now: float, trigger: str, kid: str) -> None:
         try:
             keys, lifetime = self._fetch(now)
         except (KeySourceError, KeyMaterialError) as exc:
@@ -550,7 +574,6 @@ class JwksSource:
         else:
             self._failures = 0
             self._next_at = self._clock() + lifetime
-            self._known = frozenset(key.kid for key in keys)
             log.info(
                 "jwks_fetched",
                 source=self.description,
@@ -563,7 +586,8 @@ class JwksSource:
             # Publish even an unchanged set: it bumps the ring generation, which is
             # what a Check waiting for an unknown kid waits for.
             sink.publish(keys)
-        return max(0.0, self.next_due() - self._clock())
+            # After the publish: a caller that sees its kid here finds it in the ring.
+            self._known = frozenset(key.kid for key in keys)
 
     # -- internals -------------------------------------------------------------------
 
