@@ -46,7 +46,7 @@ PEER = Path(__file__).resolve().with_name("xds_peer.py")
 HeaderValueOption = base_pb2.HeaderValueOption
 
 
-def _peer(request: dict[str, Any]) -> Any:
+def _peer(request: dict[str, Any]) -> dict[str, Any]:
     """Run one request through the xds-protos process and return its JSON answer."""
     done = subprocess.run(
         [sys.executable, str(PEER)],
@@ -57,11 +57,13 @@ def _peer(request: dict[str, Any]) -> Any:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
 def _to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return result
 
 
 def _b64(data: bytes) -> str:
@@ -116,7 +118,7 @@ def test_generated_modules_live_under_the_package() -> None:
     """Generated classes belong to extauthz._proto and the service keeps Envoy's name."""
     assert external_auth_pb2.CheckRequest.__module__ == external_auth_pb2.__name__
     assert external_auth_pb2.__name__.startswith("extauthz._proto.")
-    assert external_auth_pb2_grpc.AuthorizationServicer.Check
+    assert callable(external_auth_pb2_grpc.add_AuthorizationServicer_to_server)
     service = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
     assert service.full_name == "envoy.service.auth.v3.Authorization"
     assert [m.name for m in service.methods] == ["Check"]
@@ -436,7 +438,12 @@ _SECURITY_HEADERS = [
 ]
 
 
-def _denied(status: int, code: int, reason: str, *headers: base_pb2.HeaderValueOption) -> Any:
+def _denied(
+    status: http_status_pb2.StatusCode,
+    code: int,
+    reason: str,
+    *headers: base_pb2.HeaderValueOption,
+) -> external_auth_pb2.CheckResponse:
     body = json.dumps({"error": reason, "error_description": reason})
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=reason),

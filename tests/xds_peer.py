@@ -33,11 +33,13 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 def _message_class(full_name: str) -> type[Message]:
     descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
-    return message_factory.GetMessageClass(descriptor)
+    cls: type[Message] = message_factory.GetMessageClass(descriptor)
+    return cls
 
 
 def _to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return result
 
 
 def unknown_paths(message: Message, prefix: str = "") -> list[str]:
@@ -91,8 +93,8 @@ def main() -> None:
     """Answer the one request read from stdin."""
     # Imported for their side effect: registering Envoy's ext_authz files (and everything
     # they depend on) in the default pool. Never at module level: see the docstring.
-    from envoy.service.auth.v3 import external_auth_pb2  # noqa: F401
-    from google.rpc import code_pb2  # noqa: F401
+    from envoy.service.auth.v3 import external_auth_pb2  # type: ignore[import-untyped]  # noqa: F401
+    from google.rpc import code_pb2  # type: ignore[import-untyped]  # noqa: F401
 
     request = json.load(sys.stdin)
     op = request["op"]
