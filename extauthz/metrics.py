@@ -6,6 +6,8 @@ a key use, a cache result. Never a ``kid``, a subject or a path.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
@@ -54,9 +56,15 @@ TOKEN_CACHE = Counter(
 BUILD_INFO = Info("extauthz_build", "Build information.", registry=REGISTRY)
 
 
+_CHECK_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
 def record_check(decision: str, reason: str, seconds: float) -> None:
-    """Count one decision and its latency."""
-    CHECKS.labels(decision, reason).inc()
+    """Count one decision and its latency (label children cached: labels() is slow)."""
+    child = _CHECK_CHILDREN.get((decision, reason))
+    if child is None:
+        child = _CHECK_CHILDREN[(decision, reason)] = CHECKS.labels(decision, reason)
+    child.inc()
     CHECK_DURATION.observe(seconds)
 
 
@@ -71,9 +79,15 @@ def set_key_count(source: str, use: str, count: int) -> None:
     KEYS.labels(source, use).set(count)
 
 
+_CACHE_CHILDREN: dict[str, Any] = {}
+
+
 def cache_lookup(result: str) -> None:
     """Count one verified-token cache lookup."""
-    TOKEN_CACHE.labels(result).inc()
+    child = _CACHE_CHILDREN.get(result)
+    if child is None:
+        child = _CACHE_CHILDREN[result] = TOKEN_CACHE.labels(result)
+    child.inc()
 
 
 def exposition() -> bytes:

@@ -26,13 +26,14 @@ def header_values(request: CheckInput, name: str) -> list[str]:
 
 def check_bounds(request: CheckInput, config: TokenConfig) -> None:
     """Refuse requests whose header count or total size exceed the configured bounds."""
-    pairs: Sequence[tuple[str, str]] = request.raw_headers or tuple(request.headers.items())
-    if len(pairs) > config.max_headers:
+    count = len(request.raw_headers) or len(request.headers)
+    if count > config.max_headers:
         raise TokenError(Reason.TOO_LARGE, "too many headers")
-    total = 0
-    for key, value in pairs:
-        total += len(key) + len(value)
-    if total > config.max_header_bytes:
+    size = request.header_bytes
+    if not size:
+        pairs: Sequence[tuple[str, str]] = request.raw_headers or tuple(request.headers.items())
+        size = sum(len(k) + len(v) for k, v in pairs)
+    if size > config.max_header_bytes:
         raise TokenError(Reason.TOO_LARGE, "headers too large")
 
 

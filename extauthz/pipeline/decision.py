@@ -43,6 +43,13 @@ class Decision:
     #: claim headers whose value was dropped (size, control characters)
     dropped: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: the serialized CheckResponse, memoized by the edge (a Decision is reused for
+    #: repeated requests with the same cached token and rule)
+    wire: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+
+#: bound on memoized deny decisions (their detail may echo attacker-chosen alg names)
+_DENY_MEMO_MAX = 1024
 
 
 def metadata(
@@ -122,6 +129,7 @@ class Denials:
         self.realm = config.token.realm
         self.response_headers: Headers = config.response.headers
         self._bodies = {reason: self._body(reason) for reason in Reason}
+        self._memo: dict[tuple[Any, ...], Decision] = {}
 
     @staticmethod
     def _body(reason: Reason) -> str:
@@ -153,7 +161,16 @@ class Denials:
         self, reason: Reason, rule: str, detail: str = "", *, required: tuple[str, ...] = (),
         sub: str = "", iss: str = "", kid: str = "", enc_kid: str = "",
     ) -> Decision:  # fmt: skip
-        """A deny decision with status, challenge, JSON body and metadata."""
+        """A deny decision with status, challenge, JSON body and metadata.
+
+        Anonymous denies (no subject known) are memoized, so their response bytes
+        are built once; the memo is bounded.
+        """
+        key = None if (sub or iss or kid or enc_kid) else (reason, rule, detail, required)
+        if key is not None:
+            cached = self._memo.get(key)
+            if cached is not None:
+                return cached
         status = STATUS.get(reason, 401)
         headers: list[tuple[str, str]] = [("content-type", "application/json")]
         if status in (401, 403):
@@ -161,12 +178,15 @@ class Denials:
         if status == 503:
             headers.append(("retry-after", "1"))
         headers.extend(self.response_headers)
-        return Decision(
+        decision = Decision(
             allowed=False, status=status, reason=reason, rule=rule,
             response_headers=tuple(headers), body=self._bodies[reason],
             sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, detail=detail,
             metadata=metadata("deny", reason, rule, sub, iss, kid, enc_kid),
         )  # fmt: skip
+        if key is not None and len(self._memo) < _DENY_MEMO_MAX:
+            self._memo[key] = decision
+        return decision
 
     def from_policy(self, error: PolicyError, rule: str, **who: str) -> Decision:
         """A 403 for a valid token that does not meet the rule."""

@@ -17,7 +17,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -63,6 +63,12 @@ class Entry:
     sub: str
     kid: str
     enc_kid: str
+    #: decisions already made for this token, by (rule, stripped client headers)
+    decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict, compare=False)
+
+
+#: decisions memoized per cached token (a token meets few distinct rules)
+_DECISIONS_PER_ENTRY = 16
 
 
 class TokenCache:
@@ -141,6 +147,8 @@ class Evaluator:
         self.upstream = config.upstream
         self.response_headers = config.response.headers
         self._strip = config.upstream.strip_header_prefixes
+        #: headers the allow path always sets or removes itself
+        self._managed = set(self.headers.all_names) | {"authorization"}
 
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
@@ -181,15 +189,25 @@ class Evaluator:
             except AuthError as error:
                 return self.denials.deny(error.reason, rule.name, error.detail), fp
             self.cache.put(digest, entry)
+        stripped = self._stripped(request, entry) if self._strip else ()
+        key = (rule, stripped)
+        decision = entry.decisions.get(key)
+        if decision is None:
+            decision = self._decide(rule, entry, stripped)
+            if len(entry.decisions) < _DECISIONS_PER_ENTRY:
+                entry.decisions[key] = decision
+        return decision, fp
+
+    def _decide(self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...]) -> Decision:
         who = {"sub": entry.sub, "iss": entry.provider.issuer, "kid": entry.kid,
                "enc_kid": entry.enc_kid}  # fmt: skip
         try:
             policy.authorize(rule, entry.provider.name, entry.claims)
         except PolicyError as error:
-            return self.denials.from_policy(error, rule.name, **who), fp
+            return self.denials.from_policy(error, rule.name, **who)
         except TokenError as error:
-            return self.denials.deny(error.reason, rule.name, error.detail, **who), fp
-        return self._allow(request, rule.name, entry), fp
+            return self.denials.deny(error.reason, rule.name, error.detail, **who)
+        return self._allow(rule.name, entry, stripped)
 
     def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:
         verified = self.verifier.verify(token, ring)
@@ -205,15 +223,15 @@ class Evaluator:
             enc_kid=verified.enc_kid or "",
         )  # fmt: skip
 
-    def _stripped(self, request: CheckInput, keep: set[str]) -> list[str]:
-        if not self._strip:
-            return []
-        names = (
-            {k for k, _ in request.raw_headers} if request.raw_headers else set(request.headers)
-        )
-        return sorted(n for n in names if n.startswith(self._strip) and n not in keep)
+    def _stripped(self, request: CheckInput, entry: Entry | None) -> tuple[str, ...]:
+        """Client headers under ``strip_header_prefixes`` that we neither set nor remove."""
+        names = {k for k, _ in request.raw_headers} if request.raw_headers else request.headers
+        managed = self._managed if entry is None else {h for h, _ in entry.headers} | self._managed
+        return tuple(sorted(
+            n for n in names if n.startswith(self._strip) and n not in managed
+        ))  # fmt: skip
 
-    def _allow(self, request: CheckInput, rule: str, entry: Entry) -> Decision:
+    def _allow(self, rule: str, entry: Entry, stripped: tuple[str, ...]) -> Decision:
         headers = list(entry.headers)
         remove = list(entry.remove)
         mode = self.upstream.authorization
@@ -221,8 +239,7 @@ class Evaluator:
             remove.append("authorization")
         elif mode == "inner" and entry.inner:
             headers.append(("authorization", f"Bearer {entry.inner}"))
-        set_names = {h for h, _ in headers}
-        remove.extend(self._stripped(request, set_names | set(remove)))
+        remove.extend(stripped)
         return Decision(
             allowed=True, status=200, reason=Reason.OK, rule=rule,
             upstream_headers=tuple(headers), remove_headers=tuple(remove),
@@ -235,7 +252,8 @@ class Evaluator:
 
     def _anonymous(self, request: CheckInput, rule: str) -> Decision:
         remove = list(self.headers.all_names)
-        remove.extend(self._stripped(request, set(remove)))
+        if self._strip:
+            remove.extend(self._stripped(request, None))
         return Decision(
             allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
             remove_headers=tuple(remove), response_headers=self.response_headers,

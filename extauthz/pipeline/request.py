@@ -22,6 +22,8 @@ class CheckInput:
     raw_headers: tuple[tuple[str, str], ...] = ()
     context: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
+    #: serialized size of the request headers (bounded by ``token.max_header_bytes``)
+    header_bytes: int = 0
 
     @property
     def path_only(self) -> str:

@@ -39,7 +39,7 @@ log = structlog.get_logger("extauthz.decision")
 def to_input(request: Any) -> CheckInput:
     """Read the parts of a ``CheckRequest`` the pipeline uses (both header forms)."""
     http = request.attributes.request.http
-    headers = dict(http.headers)
+    headers = http.headers  # the protobuf map is a read-only Mapping: no copy
     raw: tuple[tuple[str, str], ...] = ()
     if http.HasField("header_map"):
         raw = tuple(
@@ -56,8 +56,9 @@ def to_input(request: Any) -> CheckInput:
         path=http.path or first(":path") or "/",
         headers=headers,
         raw_headers=raw,
-        context=dict(request.attributes.context_extensions),
+        context=request.attributes.context_extensions,
         request_id=http.id or first("x-request-id"),
+        header_bytes=max(http.ByteSize() - len(http.body) - len(http.raw_body), 1),
     )
 
 
@@ -73,7 +74,9 @@ def _options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
 def to_response(decision: Decision) -> Any:
     """Build the ``CheckResponse`` Envoy expects for ``decision``."""
     response = external_auth_pb2.CheckResponse()
-    response.dynamic_metadata.update(dict(decision.metadata))
+    fields = response.dynamic_metadata.fields
+    for key, value in decision.metadata.items():
+        fields[key].string_value = value
     if decision.allowed:
         response.status.CopyFrom(status_pb2.Status(code=0))
         ok = response.ok_response
@@ -117,12 +120,18 @@ class Authorizer:
         self.sample = logging.allow_sample_rate
         self._rng = random.Random()  # noqa: S311 - log sampling, not security
 
-    def check(self, request: Any, context: grpc.ServicerContext | None = None) -> Any:
-        """Answer one Check; never raises for an auth outcome."""
+    def check(self, request: Any, context: grpc.ServicerContext | None = None) -> bytes:
+        """Answer one Check with the serialized ``CheckResponse``; never raises for an
+        auth outcome. Response bytes are memoized on the (reused) Decision."""
         start = self.clock()
         check_input = to_input(request)
         decision, fingerprint = self.evaluator.check(check_input)
-        response = to_response(decision)
+        wire = decision.wire
+        if wire:
+            response = wire[0]
+        else:
+            response = to_response(decision).SerializeToString()
+            wire.append(response)
         elapsed = self.clock() - start
         metrics.record_check("allow" if decision.allowed else "deny", decision.reason.value, elapsed)
         self._log(check_input, decision, fingerprint, elapsed)
@@ -166,6 +175,6 @@ class Authorizer:
         method = grpc.unary_unary_rpc_method_handler(
             self.check,
             request_deserializer=external_auth_pb2.CheckRequest.FromString,
-            response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+            response_serializer=None,  # check() returns bytes already
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"Check": method})
