@@ -27,7 +27,11 @@ lint: $(STAMP)
 
 ## proto: regenerate extauthz/_proto from proto/ (never hand-edit the generated code)
 proto: $(STAMP)
-	$(PY) -m extauthz._protogen
+	$(PY) tools/protogen.py
+
+## proto-check: fail if extauthz/_proto is stale
+proto-check: $(STAMP)
+	$(PY) tools/protogen.py --check
 
 bench: $(STAMP)
 	$(PY) bench/check_cost.py

@@ -2,14 +2,23 @@
 
 Label values are bounded by construction: a decision, a reason class, a source kind,
 a key use, a cache result. Never a ``kid``, a subject or a path.
+
+With ``--workers N`` every worker process writes its samples to
+``PROMETHEUS_MULTIPROC_DIR`` (set by the supervisor before the workers start) and
+the supervisor's ``/metrics`` aggregates them: counters and histograms add up, the
+key gauges report what the live workers agree on.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -34,6 +43,7 @@ KEYS = Gauge(
     "Keys currently loaded, by source kind and use (enc = decryption, sig = verification).",
     ["source", "use"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 KEY_RELOADS = Counter(
     "extauthz_key_reloads",
@@ -46,6 +56,7 @@ KEY_SOURCE_UP = Gauge(
     "1 when the source's last load or watch succeeded, else 0.",
     ["source"],
     registry=REGISTRY,
+    multiprocess_mode="livemin",
 )
 TOKEN_CACHE = Counter(
     "extauthz_token_cache",
@@ -53,7 +64,7 @@ TOKEN_CACHE = Counter(
     ["result"],
     registry=REGISTRY,
 )
-BUILD_INFO = Info("extauthz_build", "Build information.", registry=REGISTRY)
+BUILD_INFO = Info("extauthz_build", "Build information.", registry=None)
 
 
 _CHECK_CHILDREN: dict[tuple[str, str], Any] = {}
@@ -90,6 +101,26 @@ def cache_lookup(result: str) -> None:
     child.inc()
 
 
+def set_build_info(version: str) -> None:
+    """Publish ``extauthz_build_info`` (served by whichever process serves /metrics)."""
+    BUILD_INFO.info({"version": version})
+
+
 def exposition() -> bytes:
-    """The Prometheus text exposition of every metric."""
-    return generate_latest(REGISTRY)
+    """The Prometheus text exposition: this process's, or every worker's aggregated."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(BUILD_INFO)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY) + generate_latest(_INFO_REGISTRY)
+
+
+_INFO_REGISTRY = CollectorRegistry()
+_INFO_REGISTRY.register(BUILD_INFO)
+
+
+def worker_exited(pid: int) -> None:
+    """Forget a dead worker's live gauges (multiprocess mode)."""
+    if MULTIPROCESS:
+        mark_process_dead(pid)

@@ -148,7 +148,7 @@ class App:
             else None
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        metrics.BUILD_INFO.info({"version": _version()})
+        metrics.set_build_info(_version())
 
     def _build_server(self) -> grpc.Server:
         options = [
