@@ -161,12 +161,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     logging_mod.configure(config.logging.level, config.logging.format)
     workers = args.workers or config.server.workers
-    if workers > 1:
+    if workers > 1 and not args.worker:
         from extauthz.server.workers import run_workers
 
         return run_workers(config, workers)
     from extauthz.server.app import App
 
+    if args.worker:
+        from extauthz.server.workers import worker_ready_file
+
+        app = App(config, reuse_port=True, serve_http=False, ready_file=worker_ready_file())
+        return app.run()
     return App(config).run()
 
 
@@ -181,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", help="ephemeral keys, loopback, no config")
     serve.add_argument("--grpc", help="dev mode listen address (default 127.0.0.1:9001)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     keygen = sub.add_parser("keygen", help="generate a private JWK, or print a public JWKS")

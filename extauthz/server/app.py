@@ -129,7 +129,10 @@ class _TlsReloader:
 class App:
     """One extauthz process."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, serve_http: bool = True,
+        ready_file: Path | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
         self.sources = Sources.from_config(config)
         self.store = self.sources.store
@@ -142,9 +145,10 @@ class App:
         self.grpc_port = 0
         self.reuse_port = reuse_port
         self.server = self._build_server()
+        self.ready_file = ready_file
         self.http = (
             HttpEndpoints(config.listen.http, ready=self.is_ready, live=lambda: True)
-            if config.listen.http
+            if config.listen.http and serve_http
             else None
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -201,6 +205,8 @@ class App:
             if self.store.wait_ready(timeout=1.0):
                 if not self._draining.is_set():
                     self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                    if self.ready_file is not None:
+                        self.ready_file.touch()
                     log.info("serving", keys_generation=self.store.ring.generation)
                 return
             waited += 1.0
@@ -213,6 +219,8 @@ class App:
             return
         self._draining.set()
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
         shutdown = self.config.shutdown
         log.info("draining", drain_seconds=shutdown.drain_seconds,
                  grace_seconds=shutdown.grace_seconds)  # fmt: skip
