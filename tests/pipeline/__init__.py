@@ -1,0 +1,1 @@
+"""Tests of the decision pipeline (``extauthz.pipeline``), driven without a server."""
