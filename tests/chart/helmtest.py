@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import latest_version, major_minor
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "extauthz"
@@ -116,3 +119,139 @@ def make_helm(home: Path) -> Helm:
         "KUBECONFIG": str(home / "no-kubeconfig"),
     }
     return Helm(binary=binary, env=env)
+
+
+# -- Kubernetes schema validation ---------------------------------------------------------
+
+KUBERNETES_VERSIONS = ["1.29", major_minor(latest_version())]
+
+# Custom resources have no schema in kubernetes-validate: checked here instead.
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_ISTIO_SOURCE_KEYS = [
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+]
+_ISTIO_OPERATION_KEYS = [
+    "hosts",
+    "notHosts",
+    "ports",
+    "notPorts",
+    "methods",
+    "notMethods",
+    "paths",
+    "notPaths",
+]
+
+
+def _strict(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": required or [],
+    }
+
+
+_METADATA = _strict(
+    {
+        "name": {"type": "string"},
+        "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    ["name", "namespace"],
+)
+#: security.istio.io/v1 AuthorizationPolicy, the subset a CUSTOM policy may use
+AUTHORIZATION_POLICY_SCHEMA = _strict(
+    {
+        "apiVersion": {"const": "security.istio.io/v1"},
+        "kind": {"const": "AuthorizationPolicy"},
+        "metadata": _METADATA,
+        "spec": _strict(
+            {
+                "selector": _strict(
+                    {"matchLabels": {"type": "object", "minProperties": 1}}, ["matchLabels"]
+                ),
+                "action": {"const": "CUSTOM"},
+                "provider": _strict({"name": {"type": "string", "minLength": 1}}, ["name"]),
+                "rules": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "from": {
+                                "type": "array",
+                                "items": _strict(
+                                    {"source": _strict(dict.fromkeys(_ISTIO_SOURCE_KEYS, _STRINGS))}
+                                ),
+                            },
+                            "to": {
+                                "type": "array",
+                                "items": _strict(
+                                    {
+                                        "operation": _strict(
+                                            dict.fromkeys(_ISTIO_OPERATION_KEYS, _STRINGS)
+                                        )
+                                    }
+                                ),
+                            },
+                            "when": {"type": "array", "items": {"type": "object"}},
+                        }
+                    ),
+                },
+            },
+            ["selector", "action", "provider", "rules"],
+        ),
+    },
+    ["apiVersion", "kind", "metadata", "spec"],
+)
+#: monitoring.coreos.com/v1 ServiceMonitor, the fields the chart sets
+SERVICE_MONITOR_SCHEMA = _strict(
+    {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": _METADATA,
+        "spec": _strict(
+            {
+                "selector": _strict({"matchLabels": {"type": "object"}}, ["matchLabels"]),
+                "namespaceSelector": _strict({"matchNames": _STRINGS}, ["matchNames"]),
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        },
+                        ["port"],
+                    ),
+                },
+            },
+            ["selector", "endpoints"],
+        ),
+    },
+    ["apiVersion", "kind", "metadata", "spec"],
+)
+CUSTOM_RESOURCE_SCHEMAS = {
+    "AuthorizationPolicy": AUTHORIZATION_POLICY_SCHEMA,
+    "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
+}
+
+
+def validate_manifest(manifest: dict[str, Any], version: str) -> None:
+    """Kubernetes schema (strict) for built-in kinds; our own for the custom resources."""
+    custom = CUSTOM_RESOURCE_SCHEMAS.get(manifest["kind"])
+    if custom is not None:
+        jsonschema.Draft202012Validator(custom).validate(manifest)
+        return
+    kubernetes_validate.validate(manifest, version, strict=True)
