@@ -179,7 +179,6 @@ class RuleConfig:
     path_exact: str | None = None
     path_regex: str | None = None
     methods: tuple[str, ...] = ()
-    hosts: tuple[str, ...] = ()
     anonymous: bool = False
     require_scopes: tuple[str, ...] = ()
     require_claims: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -283,7 +282,7 @@ class _Node:
     def node(self, key: str) -> _Node:
         return _Node(self.get(key, {}) or {}, self.sub(key))
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+    def text(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
         value = self.get(key, default)
         if value is None:
             if required:
@@ -293,7 +292,7 @@ class _Node:
             raise ConfigError(self.sub(key), "must be a non-empty string")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(self.sub(key), "must be true or false")
@@ -342,7 +341,7 @@ def _path(base: Path, value: str) -> Path:
 
 
 def _address(node: _Node, key: str, default: str | None) -> str | None:
-    value = node.str(key, default)
+    value: str | None = node.text(key, default)
     if value is None:
         return None
     host, sep, port = value.rpartition(":")
@@ -377,30 +376,30 @@ def _key_sources(node: _Node, key: str, base: Path, *, verification: bool) -> tu
         if kind == "directory":
             out.append(
                 DirectorySourceConfig(
-                    path=_path(base, item.str("directory", required=True)),
+                    path=_path(base, item.text("directory", required=True)),
                     interval_seconds=item.number("interval_seconds", 1.0, minimum=0.05),
                 )
             )
         elif kind == "kubernetes":
             k8s = item.node("kubernetes")
             secrets = k8s.strings("secrets")
-            selector = k8s.str("label_selector")
+            selector = k8s.text("label_selector")
             if bool(secrets) == bool(selector):
                 raise ConfigError(k8s.path, "needs exactly one of secrets, label_selector")
             out.append(
                 KubernetesSourceConfig(
-                    namespace=k8s.str("namespace"), secrets=secrets, label_selector=selector
+                    namespace=k8s.text("namespace"), secrets=secrets, label_selector=selector
                 )
             )
             k8s.done()
         else:
             if not verification:
                 raise ConfigError(item.sub("jwks_uri"), "only for providers' verification keys")
-            uri = item.str("jwks_uri", required=True)
-            allow_http = item.bool("allow_http", False)
+            uri = item.text("jwks_uri", required=True)
+            allow_http = item.flag("allow_http", False)
             if not (uri.startswith("https://") or (allow_http and uri.startswith("http://"))):
                 raise ConfigError(item.sub("jwks_uri"), "must be https:// (or allow_http: true)")
-            ca = item.str("ca_file")
+            ca = item.text("ca_file")
             out.append(
                 JwksSourceConfig(
                     uri=uri,
@@ -428,9 +427,9 @@ def _header_name(where: str, value: Any) -> str:
 
 def _provider(where: str, raw: Any, base: Path) -> ProviderConfig:
     node = _Node(raw, where)
-    name = node.str("name", required=True)
-    issuer = node.str("issuer", required=True)
-    discovery = node.bool("discovery", False)
+    name = node.text("name", required=True)
+    issuer = node.text("issuer", required=True)
+    discovery = node.flag("discovery", False)
     keys = _key_sources(node, "keys", base, verification=True)
     if discovery:
         keys = (*keys, JwksSourceConfig(uri=None))
@@ -462,7 +461,7 @@ def _provider(where: str, raw: Any, base: Path) -> ProviderConfig:
         leeway_seconds=node.number("leeway_seconds", 30, integer=True),
         required_claims=node.strings("required_claims", ("exp",)),
         claims_to_headers=tuple(headers),
-        allow_unsigned_inner=node.bool("allow_unsigned_inner", False),
+        allow_unsigned_inner=node.flag("allow_unsigned_inner", False),
     )
     node.done()
     return provider
@@ -470,13 +469,13 @@ def _provider(where: str, raw: Any, base: Path) -> ProviderConfig:
 
 def _rule(where: str, raw: Any) -> RuleConfig:
     node = _Node(raw, where)
-    name = node.str("name", required=True)
-    regex = node.str("path_regex")
+    name = node.text("name", required=True)
+    regex = node.text("path_regex")
     if regex is not None:
         try:
             re.compile(regex)
         except re.error as exc:
-            raise ConfigError(node.sub("path_regex"), f"invalid regular expression: {exc}") from None
+            raise ConfigError(node.sub("path_regex"), f"invalid regex: {exc}") from None
     claims: list[tuple[str, tuple[Any, ...]]] = []
     raw_claims = node.get("require_claims") or {}
     if not isinstance(raw_claims, Mapping):
@@ -491,12 +490,11 @@ def _rule(where: str, raw: Any) -> RuleConfig:
     methods = tuple(m.upper() for m in node.strings("methods"))
     rule = RuleConfig(
         name=name,
-        path_prefix=node.str("path_prefix"),
-        path_exact=node.str("path_exact"),
+        path_prefix=node.text("path_prefix"),
+        path_exact=node.text("path_exact"),
         path_regex=regex,
         methods=methods,
-        hosts=tuple(h.lower() for h in node.strings("hosts")),
-        anonymous=node.bool("anonymous", False),
+        anonymous=node.flag("anonymous", False),
         require_scopes=node.strings("require_scopes"),
         require_claims=tuple(claims),
         providers=node.strings("providers"),
@@ -513,10 +511,10 @@ def _token(node: _Node) -> TokenConfig:
             raise ConfigError(where, "needs exactly one of header, cookie")
         if item.has("header"):
             header = _header_name(item.sub("header"), item.get("header"))
-            prefix = item.str("prefix")
+            prefix = item.text("prefix")
             sources.append(TokenSourceConfig(header=header, prefix=prefix))
         else:
-            cookie = item.str("cookie", required=True)
+            cookie = item.text("cookie", required=True)
             if not _COOKIE_NAME.match(cookie):
                 raise ConfigError(item.sub("cookie"), "invalid cookie name")
             sources.append(TokenSourceConfig(cookie=cookie))
@@ -525,8 +523,10 @@ def _token(node: _Node) -> TokenConfig:
     token = TokenConfig(
         sources=tuple(sources) or default.sources,
         max_bytes=node.number("max_bytes", default.max_bytes, minimum=64, integer=True),
-        realm=node.str("realm", default.realm),
-        max_keys_tried=node.number("max_keys_tried", default.max_keys_tried, minimum=1, integer=True),
+        realm=node.text("realm", default.realm),
+        max_keys_tried=node.number(
+            "max_keys_tried", default.max_keys_tried, minimum=1, integer=True
+        ),
         max_headers=node.number("max_headers", default.max_headers, minimum=1, integer=True),
         max_header_bytes=node.number(
             "max_header_bytes", default.max_header_bytes, minimum=1024, integer=True
@@ -539,7 +539,7 @@ def _token(node: _Node) -> TokenConfig:
 
 
 def _choice(node: _Node, key: str, default: str, choices: tuple[str, ...]) -> Any:
-    value = node.str(key, default)
+    value = node.text(key, default)
     if value not in choices:
         raise ConfigError(node.sub(key), f"must be one of {', '.join(choices)}")
     return value
@@ -563,10 +563,10 @@ def parse(data: Any, base_dir: Path, source: Path | None = None) -> Config:
         tls = None
         if node.has("tls") and node.get("tls") is not None:
             t = node.node("tls")
-            client_ca = t.str("client_ca_file")
+            client_ca = t.text("client_ca_file")
             tls = TlsConfig(
-                cert_file=_path(base_dir, t.str("cert_file", required=True)),
-                key_file=_path(base_dir, t.str("key_file", required=True)),
+                cert_file=_path(base_dir, t.text("cert_file", required=True)),
+                key_file=_path(base_dir, t.text("key_file", required=True)),
                 client_ca_file=_path(base_dir, client_ca) if client_ca else None,
             )
             t.done()
@@ -589,7 +589,7 @@ def parse(data: Any, base_dir: Path, source: Path | None = None) -> Config:
             content_algorithms=_algorithms(
                 node, "content_algorithms", default.content_algorithms, DEFAULT_CONTENT_ALGORITHMS
             ),
-            required=node.bool("required", False),
+            required=node.flag("required", False),
             pbes2_max_iterations=pbes2,
             zip_max_bytes=node.number("zip_max_bytes", 0, integer=True),
         )

@@ -24,7 +24,7 @@ class Reason(enum.StrEnum):
 
     OK = "ok"
     ANONYMOUS = "anonymous"
-    MISSING_TOKEN = "missing_token"
+    MISSING_TOKEN = "missing_token"  # noqa: S105 - a reason code, not a secret
     MALFORMED = "malformed"
     TOO_LARGE = "too_large"
     ALG_NOT_ALLOWED = "alg_not_allowed"
@@ -85,7 +85,7 @@ class ExtauthzError(Exception):
 
 
 class ConfigError(ExtauthzError):
-    """A configuration value is wrong. ``path`` is the full key path, e.g. ``providers[0].issuer``."""
+    """A configuration value is wrong; ``path`` is the full key path (``providers[0].issuer``)."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)

@@ -110,7 +110,7 @@ def exposition() -> bytes:
     """The Prometheus text exposition: this process's, or every worker's aggregated."""
     if MULTIPROCESS:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(BUILD_INFO)
         return generate_latest(registry)
     return generate_latest(REGISTRY) + generate_latest(_INFO_REGISTRY)
@@ -123,4 +123,4 @@ _INFO_REGISTRY.register(BUILD_INFO)
 def worker_exited(pid: int) -> None:
     """Forget a dead worker's live gauges (multiprocess mode)."""
     if MULTIPROCESS:
-        mark_process_dead(pid)
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]

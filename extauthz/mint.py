@@ -12,15 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from joserfc import jwe, jwk, jws
-from joserfc.jwa import JWERegistry, JWSRegistry
+from joserfc.jwe import JWERegistry
+from joserfc.jws import JWSRegistry
 
 from extauthz.keys.material import Key, key_from_jwk
 from extauthz.pipeline import algorithms as _algorithms  # registers RSA-OAEP-384/512
 
 #: key parameters for each algorithm ``keygen`` understands
 _KEYGEN: dict[str, tuple[str, Any]] = {
-    **{a: ("RSA", 2048) for a in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
-    **{a: ("RSA", 2048) for a in ("RSA-OAEP", "RSA-OAEP-256", "RSA-OAEP-384", "RSA-OAEP-512")},
+    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), ("RSA", 2048)),
+    **dict.fromkeys(("RSA-OAEP", "RSA-OAEP-256", "RSA-OAEP-384", "RSA-OAEP-512"), ("RSA", 2048)),
     "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", "Ed25519"),
     "ECDH-ES": ("EC", "P-256"), "ECDH-ES+A128KW": ("EC", "P-256"),
@@ -35,10 +36,12 @@ KEYGEN_ALGORITHMS = tuple(sorted(_KEYGEN))
 DIR_KEY_BITS = {"A128GCM": 128, "A192GCM": 192, "A256GCM": 256, "A128CBC-HS256": 256,
                 "A192CBC-HS384": 384, "A256CBC-HS512": 512}  # fmt: skip
 
-assert _algorithms.RSAOAEPSHA2  # imported for its registration side effect
+assert _algorithms.RSAOAEPSHA2 is not None  # imported for its registration side effect
 
 
-def generate_jwk(use: str, alg: str, kid: str | None = None, bits: int | None = None) -> dict[str, Any]:
+def generate_jwk(
+    use: str, alg: str, kid: str | None = None, bits: int | None = None
+) -> dict[str, Any]:
     """A new private JWK (as a dict) for ``use`` (``enc``/``sig``) and ``alg``."""
     if alg not in _KEYGEN:
         raise ValueError(f"unsupported algorithm {alg!r}")

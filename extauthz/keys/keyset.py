@@ -13,7 +13,7 @@ provider is never visible to another (SPEC §2, per-provider scoping).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,7 +55,7 @@ class KeySet:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __iter__(self) -> Iterable[Key]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Key]:
         return iter(self.keys)
 
 
@@ -156,7 +156,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
         self._refreshers: dict[str, list[RefreshHook]] = {}
-        self._listeners: list[Callable[[KeyRing], None]] = []
+        self._listeners: list[Callable[[KeyRing], object]] = []
         #: the current snapshot; read it once per Check
         self.ring = KeyRing()
         self._changed = threading.Condition(self._lock)
@@ -171,7 +171,7 @@ class KeyStore:
                 self._refreshers.setdefault(purpose, []).append(source)  # type: ignore[arg-type]
         return _SlotSink(self, slot_id)
 
-    def on_change(self, listener: Callable[[KeyRing], None]) -> None:
+    def on_change(self, listener: Callable[[KeyRing], object]) -> None:
         """Call ``listener(ring)`` after every swap (e.g. to purge the token cache)."""
         self._listeners.append(listener)
 

@@ -17,7 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc.errors import DecodeError, ExceededSizeError, InvalidKeyLengthError
-from joserfc.jwa import JWEKeyEncryption, JWERegistry, JWSRegistry, JWEZipModel
+from joserfc.jwa import JWEKeyEncryption, JWEZipModel
+from joserfc.jwe import JWERegistry
+from joserfc.jws import JWSRegistry
 
 from extauthz.config import DecryptionConfig, ProviderConfig
 
@@ -41,7 +43,7 @@ class RSAOAEPSHA2(JWEKeyEncryption):
         self.check_key_type(key)
         op_key = key.get_op_key("encrypt")
         if op_key.key_size < self.key_size:
-            raise InvalidKeyLengthError(f"A key of size {self.key_size} bits or larger MUST be used")
+            raise InvalidKeyLengthError(f"RSA keys of at least {self.key_size} bits are required")
         result: bytes = op_key.encrypt(cek, self.padding)
         return result
 
@@ -138,7 +140,8 @@ class JWEPolicy:
             strict_check_header=False,  # our parser already enforced the header rules
         )
         # a private copy of the model tables, so our bounded DEF never leaks to others
-        algorithms: Any = {loc: dict(models) for loc, models in JWERegistry.algorithms.items()}
+        tables: Any = JWERegistry.algorithms
+        algorithms: Any = {loc: dict(models) for loc, models in tables.items()}
         algorithms["zip"] = {"DEF": BoundedDeflate(max(config.zip_max_bytes, 1))}
         self.registry.algorithms = algorithms
 

@@ -155,7 +155,7 @@ class Evaluator:
         digest_hex = ""
         try:
             return self._check(request)
-        except Exception:  # noqa: BLE001 - the one place unexpected errors become a deny
+        except Exception:
             log.exception("check_failed", path=request.path_only, request_id=request.request_id)
             return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), digest_hex
 
@@ -166,7 +166,8 @@ class Evaluator:
         try:
             rule = self.policy.select(request.method, request.path_only, request.context)
         except PolicyError as error:
-            log.error("configuration_error", error="unknown rule in context_extensions",
+            log.error(  # noqa: TRY400 - a config mistake, no traceback to show
+                "configuration_error", error="unknown rule in context_extensions",
                       rule=request.context.get("rule", ""))  # fmt: skip
             return self.denials.from_policy(error, request.context.get("rule", "")), ""
         try:
@@ -206,7 +207,10 @@ class Evaluator:
         except PolicyError as error:
             return self.denials.from_policy(error, rule.name, **who)
         except TokenError as error:
-            return self.denials.deny(error.reason, rule.name, error.detail, **who)
+            return self.denials.deny(
+                error.reason, rule.name, error.detail, sub=entry.sub, iss=entry.provider.issuer,
+                kid=entry.kid, enc_kid=entry.enc_kid,
+            )  # fmt: skip
         return self._allow(rule.name, entry, stripped)
 
     def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:

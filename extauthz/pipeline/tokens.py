@@ -27,7 +27,7 @@ from joserfc.errors import JoseError
 
 from extauthz.config import Config, ProviderConfig
 from extauthz.errors import Reason, TokenError
-from extauthz.keys.keyset import DECRYPTION, KeyRing, provider_purpose
+from extauthz.keys.keyset import DECRYPTION, KeyRing, KeySet, provider_purpose
 from extauthz.keys.material import Key, strict_json_loads
 from extauthz.pipeline.algorithms import (
     ES_CURVES,
@@ -115,7 +115,7 @@ def parse_claims(payload: bytes) -> dict[str, Any]:
 
 
 def _candidates(
-    keys: tuple[Key, ...] | Any, kid: str | None, use: str, alg: str, ktys: tuple[str, ...],
+    keys: KeySet, kid: str | None, use: str, alg: str, ktys: tuple[str, ...],
     limit: int,
 ) -> list[Key]:
     """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit."""

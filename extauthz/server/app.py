@@ -112,7 +112,7 @@ class _TlsReloader:
                 return None
             config = self._load()
         except (OSError, ValueError) as exc:
-            log.error("tls_reload_failed", error=str(exc))
+            log.error("tls_reload_failed", error=str(exc))  # noqa: TRY400 - keep old certs
             return None
         self._stamp = stamp
         log.info("tls_reloaded", cert_file=str(self.tls.cert_file))

@@ -48,7 +48,7 @@ def to_input(request: Any) -> CheckInput:
         )
     def first(name: str) -> str:
         if name in headers:
-            return headers[name]
+            return str(headers[name])
         return next((v for k, v in raw if k == name), "")
 
     return CheckInput(
@@ -133,7 +133,8 @@ class Authorizer:
             response = to_response(decision).SerializeToString()
             wire.append(response)
         elapsed = self.clock() - start
-        metrics.record_check("allow" if decision.allowed else "deny", decision.reason.value, elapsed)
+        verdict = "allow" if decision.allowed else "deny"
+        metrics.record_check(verdict, decision.reason.value, elapsed)
         self._log(check_input, decision, fingerprint, elapsed)
         return response
 

@@ -23,7 +23,7 @@ class HttpEndpoints:
             server_version = "extauthz"
             sys_version = ""
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body = metrics.exposition()
@@ -44,7 +44,7 @@ class HttpEndpoints:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return  # probes and scrapes are not worth a log line each
 
         self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)

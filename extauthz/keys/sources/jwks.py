@@ -368,19 +368,23 @@ def _decode(raw: bytes, encoding: str | None, url: str, max_bytes: int) -> bytes
 
 
 def _describe(exc: BaseException) -> str:
-    """A short operator-facing cause, without urllib3's pool reprs."""
+    """A short operator-facing cause: a category, then the tail of urllib3's message
+    (which starts with a connection-pool repr that helps nobody)."""
     e = urllib3.exceptions
     if isinstance(exc, e.SSLError):
-        return "TLS error (untrusted certificate? set ca_file)"
-    if isinstance(exc, e.NewConnectionError):  # before its base, ConnectTimeoutError
-        return "cannot connect"
-    if isinstance(exc, e.ConnectTimeoutError):
-        return "connect timed out"
-    if isinstance(exc, e.ReadTimeoutError):
+        category = "TLS error (set ca_file for a private CA)"
+    elif isinstance(exc, e.NewConnectionError):  # before its base, ConnectTimeoutError
+        category = "cannot connect"
+    elif isinstance(exc, e.ConnectTimeoutError):
+        category = "connect timed out"
+    elif isinstance(exc, e.ReadTimeoutError):
         return "read timed out"
-    if isinstance(exc, e.ProtocolError):
-        return "connection broken"
-    return type(exc).__name__
+    elif isinstance(exc, e.ProtocolError):
+        category = "connection broken"
+    else:
+        category = type(exc).__name__
+    detail = str(exc).rsplit(">: ", 1)[-1].strip()
+    return f"{category}: {detail[:160]}" if detail else category
 
 
 # -------------------------------------------------------------------------- source
