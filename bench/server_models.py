@@ -1,0 +1,156 @@
+"""grpcio sync server vs grpc.aio server for the Check workload, same handler, same load.
+
+    python bench/server_models.py [--seconds 5] [--concurrency 16]
+
+Both servers run the real ``Authorizer`` (decode, evaluate, log, encode) in a child
+process; a grpc.aio client in another process keeps ``--concurrency`` Checks in
+flight with one cached nested-JWE token (the common case: a client reusing its
+token). Reported: Checks/s and the server's CPU µs per Check, and aio ÷ sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Any
+
+import structlog
+
+
+def build_authorizer() -> tuple[Any, str]:
+    sys.path.insert(0, os.path.dirname(__file__))
+    from check_cost import setup
+
+    authorizer, _, _, token = setup("RSA-OAEP-256", "RS256")
+    return authorizer, token()
+
+
+def quiet() -> None:
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=io.StringIO()),
+        cache_logger_on_first_use=True,
+    )
+
+
+def serve_sync(port_q: Any, token_q: Any, stop: Any) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    quiet()
+    authorizer, token = build_authorizer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                         handlers=[authorizer.handler()])  # fmt: skip
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    port_q.put(port)
+    token_q.put((token, time.process_time()))
+    stop.wait()
+    port_q.put(time.process_time())
+    server.stop(0)
+
+
+def serve_aio(port_q: Any, token_q: Any, stop: Any) -> None:
+    import grpc
+
+    from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+    from extauthz.server.authz import SERVICE
+
+    quiet()
+    authorizer, token = build_authorizer()
+
+    async def check(request: Any, context: Any) -> bytes:
+        return authorizer.check(request, None)
+
+    async def main() -> None:
+        handler = grpc.method_handlers_generic_handler(SERVICE, {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check, request_deserializer=external_auth_pb2.CheckRequest.FromString,
+                response_serializer=None,
+            )
+        })  # fmt: skip
+        server = grpc.aio.server(handlers=[handler])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        port_q.put(port)
+        token_q.put((token, time.process_time()))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        port_q.put(time.process_time())
+        await server.stop(0)
+
+    asyncio.run(main())
+
+
+def load(port: int, token: str, seconds: float, concurrency: int, out: Any) -> None:
+    import grpc
+
+    from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+    from extauthz.client import build_request
+    from extauthz.server.authz import METHOD
+
+    payload = build_request({"authorization": f"Bearer {token}"}, "/orders").SerializeToString()
+
+    async def main() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(METHOD, request_serializer=None,
+                                       response_deserializer=external_auth_pb2.CheckResponse.FromString)  # fmt: skip
+            deadline = time.monotonic() + seconds
+            done = 0
+
+            async def worker() -> None:
+                nonlocal done
+                while time.monotonic() < deadline:
+                    await call(payload, timeout=5)
+                    done += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return done
+
+    out.put(asyncio.run(main()))
+
+
+def run(model: Any, seconds: float, concurrency: int) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")
+    port_q, token_q, out, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=model, args=(port_q, token_q, stop))
+    server.start()
+    port, (token, cpu0) = port_q.get(timeout=60), token_q.get(timeout=60)
+    # warm up (first Check pays the decrypt), then measure
+    warm = ctx.Process(target=load, args=(port, token, 0.5, 2, out))
+    warm.start()
+    warm.join()
+    out.get()
+    client = ctx.Process(target=load, args=(port, token, seconds, concurrency, out))
+    client.start()
+    client.join()
+    done = out.get()
+    stop.set()
+    cpu = port_q.get(timeout=30) - cpu0  # serving only (warm-up included), not start-up
+    server.join()
+    return done / seconds, cpu / max(done, 1) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    sync_rate, sync_cpu = run(serve_sync, args.seconds, args.concurrency)
+    aio_rate, aio_cpu = run(serve_aio, args.seconds, args.concurrency)
+    print(f"command: python {' '.join(sys.argv)}\n")
+    print("| server | Checks/s | server CPU µs/Check |")
+    print("|---|---:|---:|")
+    print(f"| grpcio sync (ThreadPoolExecutor, 8 threads) | {sync_rate:,.0f} | {sync_cpu:,.0f} |")
+    print(f"| grpc.aio | {aio_rate:,.0f} | {aio_cpu:,.0f} |")
+    print(f"\naio ÷ sync throughput: {aio_rate / sync_rate:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
