@@ -147,6 +147,8 @@ class FakeKube:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.expired_as = expired_as
+        #: end every watch after at most this many seconds (a proxy's idle cut); None: off
+        self.watch_cap: float | None = None
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._logged = threading.Condition(self._lock)
@@ -573,6 +575,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         except ValueError as exc:
             raise ApiError(400, "BadRequest", "timeoutSeconds must be an integer") from exc
+        if fake.watch_cap is not None:
+            timeout = min(timeout, fake.watch_cap)
         requested = query.get("resourceVersion", "")
         control = _WatchControl(sock=self.connection, request=request)
         initial: list[tuple[str, dict[str, Any]]] = []

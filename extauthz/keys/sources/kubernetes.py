@@ -76,7 +76,8 @@ KEY_ENTRY_SUFFIXES = (".json", ".jwk", ".jwks", ".pem", ".key", ".crt", ".cer", 
 #: nothing at all until it closes the stream, so less would cut healthy watches
 WATCH_READ_MARGIN = 30.0
 
-#: a watch that delivered no event lasted at least this long to count as progress
+#: a watch that delivered no change lasted at least this long to count as progress
+#: (bookmarks do not count: a proxy that cuts every watch at once may still pass them)
 HEALTHY_WATCH_SECONDS = 1.0
 
 #: one watch event larger than this is a protocol error (a Secret is at most 1 MiB)
@@ -179,8 +180,15 @@ class _Stream:
 
 @dataclass
 class _WatchResult:
-    events: int = 0
-    started: float = 0.0
+    changes: int = 0  # ADDED / MODIFIED / DELETED events taken in
+    started: float | None = None  # when the watch request was sent (None: never)
+
+    @property
+    def progressed(self) -> bool:
+        """A watch that brought changes or stayed open: retrying at once cannot loop hot."""
+        if self.changes:
+            return True
+        return self.started is not None and time.monotonic() - self.started >= HEALTHY_WATCH_SECONDS
 
 
 class KubernetesSource:
@@ -317,58 +325,46 @@ class KubernetesSource:
                 stream.response = None
 
     def _loop(self, stream: _Stream) -> None:
-        failures = 0  # consecutive attempts without progress
+        failures = 0  # consecutive attempts that made no progress
         while not self._stop.is_set():
             result = _WatchResult()
+            error: KeySourceError | None = None
+            expired = False
             try:
                 if stream.resource_version is None:
                     self._list(stream)
                 result.started = time.monotonic()
-                self._watch(stream, result)
+                self._watch(stream, result)  # returns when the server ends the watch
             except _Stopped:
                 return
             except _Expired:
                 stream.resource_version = None  # relist
-                if result.events:
-                    failures = 0
-                    continue
-                failures += 1
-                log.info(
-                    "kubernetes_watch_expired",
-                    source=self.description,
-                    stream=stream.label,
-                    attempt=failures,
-                )
-                if failures == 1:
-                    continue  # the first 410 relists at once; a repeat backs off
+                expired = True
             except KeySourceError as exc:
                 if isinstance(exc, _Resync):
                     stream.resource_version = None
-                if result.events:
-                    failures = 0
-                failures += 1
+                error = exc
+            failures = 0 if result.progressed else failures + 1
+            if error is not None:
                 metrics.KEY_SOURCE_UP.labels(self.kind).set(0)
-                delay = self.backoff.delay(failures - 1)
-                log.warning(
-                    "kubernetes_api_error",
-                    source=self.description,
-                    stream=stream.label,
-                    error=str(exc),
-                    attempt=failures,
-                    retry_in=round(delay, 3),
-                )
-                if self._stop.wait(delay):
-                    return
+            if failures == 0 or (expired and failures == 1):
+                # after progress, or at the first 410, go again at once: a retry that
+                # fails makes no progress, so the next one waits
+                if expired:
+                    log.info(
+                        "kubernetes_watch_expired", source=self.description, stream=stream.label
+                    )
                 continue
-            else:
-                healthy = (
-                    result.events or time.monotonic() - result.started >= HEALTHY_WATCH_SECONDS
-                )
-                if healthy:
-                    failures = 0
-                    continue  # the server ended the watch: re-watch from the last rv
-                failures += 1
-            if self._stop.wait(self.backoff.delay(failures - 1)):
+            delay = self.backoff.delay(failures - 1)
+            log.warning(
+                "kubernetes_api_error" if error is not None else "kubernetes_watch_unproductive",
+                source=self.description,
+                stream=stream.label,
+                error=str(error) if error is not None else ("expired" if expired else "ended"),
+                attempt=failures,
+                retry_in=round(delay, 3),
+            )
+            if self._stop.wait(delay):
                 return
 
     def _request(self, stream: _Stream, watch: bool) -> Any:
@@ -458,8 +454,8 @@ class KubernetesSource:
         response = self._request(stream, watch=True)
         try:
             for line in self._lines(response):
-                self._event(stream, line)
-                result.events += 1
+                if self._event(stream, line):
+                    result.changes += 1
         except _TRANSPORT_ERRORS as exc:
             if self._stop.is_set():
                 raise _Stopped from exc
@@ -482,7 +478,8 @@ class KubernetesSource:
             if len(buffer) > MAX_EVENT_BYTES:
                 raise _Resync("watch event larger than allowed")
 
-    def _event(self, stream: _Stream, line: bytes) -> None:
+    def _event(self, stream: _Stream, line: bytes) -> bool:
+        """Take in one watch event; True if it was a change (not a bookmark)."""
         try:
             event = json.loads(line)
             kind = event["type"]
@@ -509,11 +506,11 @@ class KubernetesSource:
                     self._apply(stream, name, resource_version, data)
                 stream.resource_version = resource_version
                 self._publish_locked()
-        elif kind == "BOOKMARK":
-            stream.resource_version = resource_version
-        else:
+            return True
+        if kind != "BOOKMARK":
             log.warning("kubernetes_unknown_event", source=self.description, type=kind)
-            stream.resource_version = resource_version
+        stream.resource_version = resource_version
+        return False
 
     # -- Secrets -> keys (under self._lock) ---------------------------------------------
 

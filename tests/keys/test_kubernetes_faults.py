@@ -1,0 +1,294 @@
+"""KubernetesSource under API failures: it recovers, it never loops hot, it never hangs.
+
+Behaviours:
+- ``410 Gone`` at watch start (HTTP status or ERROR event) and as an ERROR event
+  mid-stream → relist; other ERROR events and a watch cut mid-chunk → re-watch from
+  the last resourceVersion, no relist;
+- 5xx answers and refused connections → capped exponential backoff with jitter;
+  the requests an outage costs are bounded by the backoff schedule;
+- an API server restart on the same port, and changes made while it was down, are
+  picked up;
+- a watch that goes silent is detected by the client read timeout and replaced;
+- a source that cannot reach the API at startup never publishes (the store stays
+  not ready) until the API is up;
+- ``stop()`` returns promptly during a backoff sleep, a blocking watch or a stall.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fakekube import FakeKube
+from structlog.testing import capture_logs
+
+from extauthz.keys.keyset import DECRYPTION, KeyStore
+from extauthz.keys.sources.backoff import Backoff
+
+NS = "auth"
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` every 10 ms for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def min_delay(backoff: Backoff, attempt: int) -> float:
+    """The shortest delay jitter allows before retry ``attempt`` (0-based)."""
+    return 0.5 * min(backoff.cap, backoff.initial * backoff.factor**attempt)
+
+
+def max_attempts(backoff: Backoff, seconds: float) -> int:
+    """The most requests a retry loop can make in ``seconds``: every delay at its minimum."""
+    total, attempts = 0.0, 1
+    while total + min_delay(backoff, attempts - 1) <= seconds:
+        total += min_delay(backoff, attempts - 1)
+        attempts += 1
+    return attempts
+
+
+def running_threads(source: Any) -> list[threading.Thread]:
+    """The source's stream threads still running (white-box: no public handle exists)."""
+    return [s.thread for s in source._streams if s.thread is not None and s.thread.is_alive()]
+
+
+@pytest.fixture
+def ready(kube: FakeKube, make_source: Any, recorder: Any, keys: Any) -> Callable[..., Any]:
+    """Start a names-mode source on Secret ``s`` (holding k1) and wait until it watches."""
+
+    def start(**kwargs: Any) -> Any:
+        kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+        source = make_source(["s"], **kwargs)
+        source.start(recorder)
+        recorder.wait_kids({"k1"})
+        assert kube.wait_for_watches(1)
+        return source
+
+    return start
+
+
+# -- 410 Gone -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expired_as", ["status", "event"])
+def test_410_at_watch_start_relists(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any, expired_as: Any
+) -> None:
+    ready()
+    kube.expired_as = expired_as
+    kube.outage("drop")  # the watch is cut; retries are dropped while we change things
+    assert kube.wait_requests(lambda r: r.note == "dropped")
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    floor = kube.store.compact()  # the source's resourceVersion is now too old
+    since = time.monotonic()
+    kube.recover()
+    recorder.wait_kids({"k2"})
+    assert kube.wait_for_watches(1)
+
+    after = [r for r in kube.log(since) if r.note != "dropped"]
+    gone = after[0]
+    assert gone.is_watch
+    assert int(gone.query["resourceVersion"]) < floor
+    if expired_as == "status":
+        assert gone.status == 410
+    else:
+        assert gone.status == 200
+        assert gone.note == "expired-event"
+    assert after[1].is_list  # relisted at once
+    assert after[2].is_watch
+    assert int(after[2].query["resourceVersion"]) >= floor
+
+
+def test_410_error_event_mid_stream_relists(kube: FakeKube, ready: Any, recorder: Any) -> None:
+    ready()
+    since = time.monotonic()
+    assert kube.error_watches(410) == 1
+    relist = kube.wait_requests(lambda r: r.at >= since and r.is_list)
+    assert relist
+    assert relist[0].at - since < 0.5
+    assert kube.wait_for_watches(1)
+    assert len(recorder.published) == 1  # the relist found nothing new: no publish
+
+
+def test_other_error_events_rewatch_from_the_same_version_without_relist(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    ready()
+    first_watch = next(r for r in kube.log() if r.is_watch)
+    kube.error_watches(500)
+    again = kube.wait_requests(lambda r: r.is_watch, count=2)[1]
+    assert again.query["resourceVersion"] == first_watch.query["resourceVersion"]
+    assert sum(1 for r in kube.log() if r.is_list) == 1
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+
+
+def test_a_watch_cut_mid_chunk_rewatches_without_relist(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    ready()
+    kube.abort_watches()
+    assert len(kube.wait_requests(lambda r: r.is_watch, count=2)) == 2
+    assert sum(1 for r in kube.log() if r.is_list) == 1
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+
+
+def test_410_on_every_watch_backs_off_instead_of_looping(
+    kube: FakeKube, ready: Any, recorder: Any
+) -> None:
+    backoff = Backoff(initial=0.1, factor=2.0, cap=0.4)
+    ready(backoff=backoff)
+    kube.fail_requests(10_000, 410, lambda r: r.is_watch)
+    since = time.monotonic()
+    kube.close_watches()
+    time.sleep(2.0)
+    watches = [r for r in kube.log(since) if r.is_watch]
+    # the first 410 relists at once; each further one waits out the backoff first
+    assert 3 <= len(watches) <= max_attempts(backoff, 2.0) + 1
+    assert all(r.is_list for r in kube.log(since) if not r.is_watch)
+
+
+def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
+    kube: FakeKube, ready: Any, recorder: Any
+) -> None:
+    backoff = Backoff(initial=0.1, factor=2.0, cap=0.4)
+    ready(backoff=backoff)
+    kube.watch_cap = 0.0  # e.g. a proxy that cuts long requests
+    since = time.monotonic()
+    kube.close_watches()
+    time.sleep(2.0)
+    watches = [r for r in kube.log(since) if r.is_watch]
+    assert 3 <= len(watches) <= max_attempts(backoff, 2.0) + 1
+
+
+# -- errors, outages, restarts -------------------------------------------------------------
+
+
+def test_5xx_answers_are_retried_with_growing_delays(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    backoff = Backoff(initial=0.1, factor=2.0, cap=1.0)
+    ready(backoff=backoff)
+    kube.fail_requests(4, 503, lambda r: r.is_watch)
+    kube.close_watches()
+    watches = kube.wait_requests(lambda r: r.is_watch, count=6, timeout=10)
+    failed = [r for r in watches if r.status == 503]
+    assert len(failed) == 4
+    # attempt n waits at least min_delay(n-1) after attempt n-1 (a clean close re-watches
+    # at once; every 503 after that counts as one more failure)
+    for n, (before, after) in enumerate(itertools.pairwise(failed)):
+        assert after.at - before.at >= min_delay(backoff, n) * 0.95
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+
+
+def test_an_outage_costs_a_bounded_number_of_requests(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    backoff = Backoff(initial=0.1, factor=2.0, cap=0.8)
+    ready(backoff=backoff)
+    seconds = 3.0
+    start = time.monotonic()
+    kube.outage("drop")
+    time.sleep(seconds)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    kube.recover()
+    end = time.monotonic()
+    dropped = [r for r in kube.log(start) if r.note == "dropped" and r.at <= end]
+    assert 3 <= len(dropped) <= max_attempts(backoff, end - start)
+    recorder.wait_kids({"k2"})
+
+
+def test_an_api_server_restart_on_the_same_port_is_survived(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    ready()
+    port = kube.port
+    kube.stop()  # connection refused from now on
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    time.sleep(0.5)
+    kube.start()
+    assert kube.port == port
+    recorder.wait_kids({"k2"})
+
+
+def test_a_stalled_watch_is_detected_by_the_read_timeout_and_replaced(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    ready(watch_timeout_seconds=1, read_timeout=1.5)
+    watches = len([r for r in kube.log() if r.is_watch])
+    kube.stall_watches()  # the connection stays open, not one byte flows
+    stalled = time.monotonic()
+    replaced = kube.wait_requests(lambda r: r.is_watch and r.at > stalled, timeout=5)
+    assert replaced, "the stalled watch was never replaced"
+    assert replaced[0].at - stalled < 1.5 + 0.5  # read timeout + first backoff + slack
+    assert sum(1 for r in kube.log() if r.is_list) == 1  # a re-watch, not a relist
+    kube.release_watches()
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+    assert len([r for r in kube.log() if r.is_watch]) > watches
+
+
+# -- readiness ------------------------------------------------------------------------
+
+
+def test_unreachable_at_startup_never_publishes_until_the_api_is_up(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    kube.stop()  # nothing listens on the port
+    store = KeyStore()
+    source = make_source(["s"])
+    recorder.inner = store.attach(DECRYPTION, source)
+    with capture_logs() as logs:
+        source.start(recorder)
+        assert eventually(lambda: sum(e["event"] == "kubernetes_api_error" for e in logs) >= 3)
+    assert recorder.published == []
+    assert not store.ready
+    kube.start()
+    assert store.wait_ready(5)
+    assert {k.kid for k in store.ring.get(DECRYPTION).keys} == {"k1"}
+
+
+# -- stop --------------------------------------------------------------------------------
+
+
+def _stopped_promptly(source: Any) -> None:
+    began = time.monotonic()
+    source.stop()
+    assert time.monotonic() - began < 0.5
+    assert eventually(lambda: not running_threads(source), timeout=1.0)
+    assert source.alive()  # stopped, not crashed
+
+
+def test_stop_is_prompt_during_a_backoff_sleep(
+    kube: FakeKube, make_source: Any, recorder: Any
+) -> None:
+    kube.stop()
+    source = make_source(["s"], backoff=Backoff(initial=60, factor=2, cap=60))
+    with capture_logs() as logs:
+        source.start(recorder)
+        assert eventually(lambda: any(e["event"] == "kubernetes_api_error" for e in logs))
+    _stopped_promptly(source)
+
+
+def test_stop_is_prompt_during_a_blocking_watch(ready: Any) -> None:
+    source = ready(watch_timeout_seconds=300)
+    _stopped_promptly(source)
+
+
+def test_stop_is_prompt_during_a_stalled_watch(kube: FakeKube, ready: Any) -> None:
+    source = ready(watch_timeout_seconds=300)
+    kube.stall_watches()
+    time.sleep(0.1)
+    _stopped_promptly(source)
