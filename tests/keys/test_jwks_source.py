@@ -388,6 +388,18 @@ def test_discovery_finds_the_jwks_uri(idp: JwksServer, running: list[Running]) -
     assert idp.count() == 1
 
 
+def test_discovery_of_an_issuer_with_a_path(idp: JwksServer) -> None:
+    """``{issuer}/.well-known/openid-configuration``, trailing slash of the issuer removed."""
+    issuer = idp.base_url + "/realms/main/"
+    idp.issuer = issuer
+    source = JwksSource(None, issuer=issuer, discovery=True, ca_file=idp.ca_file)
+    sink = RecordingSink()
+    source.poll(sink)
+    source.stop()
+    assert sink.kids == {"key-a"}
+    assert idp.count("/realms/main/.well-known/openid-configuration") == 1
+
+
 def test_discovery_of_another_issuer_is_refused_and_never_published(
     idp: JwksServer,
 ) -> None:
