@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -50,8 +50,12 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
-    """Configure structlog and the stdlib root logger once, at start-up."""
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger once, at start-up.
+
+    ``stream`` defaults to stdout (tests pass a file to inspect every line written).
+    """
+    out = stream or sys.stdout
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -70,10 +74,10 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
