@@ -437,8 +437,12 @@ def make_env(
     other_keys: Sequence[Key] | None = None,
     now: float = NOW,
     config: Config | None = None,
+    purge: bool = True,
 ) -> Env:
-    """A ready pipeline: config, one static source per purpose, keys published."""
+    """A ready pipeline: config, one static source per purpose, keys published.
+
+    ``purge`` wires the cache purge to key changes, as the app does.
+    """
     cfg = config or build_config(overrides, idp=idp, other=other)
     store = KeyStore()
     clock = Clock(now)
@@ -453,7 +457,8 @@ def make_env(
         sink.publish(keys)
         sinks[purpose] = sink
     evaluator = Evaluator(cfg, store, clock=clock)
-    store.on_change(evaluator.cache.purge)
+    if purge:
+        store.on_change(evaluator.cache.purge)
     return Env(config=cfg, store=store, evaluator=evaluator, clock=clock, sinks=sinks)
 
 
