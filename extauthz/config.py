@@ -400,6 +400,8 @@ def _key_sources(node: _Node, key: str, base: Path, *, verification: bool) -> tu
             if not (uri.startswith("https://") or (allow_http and uri.startswith("http://"))):
                 raise ConfigError(item.sub("jwks_uri"), "must be https:// (or allow_http: true)")
             ca = item.text("ca_file")
+            if ca and not _path(base, ca).is_file():
+                raise ConfigError(item.sub("ca_file"), f"no such file: {_path(base, ca)}")
             out.append(
                 JwksSourceConfig(
                     uri=uri,
@@ -414,6 +416,11 @@ def _key_sources(node: _Node, key: str, base: Path, *, verification: bool) -> tu
                 )
             )
         item.done()
+        last = out[-1] if out else None
+        if isinstance(last, JwksSourceConfig) and last.refresh_max_seconds < last.refresh_min_seconds:
+            raise ConfigError(
+                item.sub("refresh_max_seconds"), "must be at least refresh_min_seconds"
+            )
     return tuple(out)
 
 

@@ -214,6 +214,8 @@ class KeyStore:
         complete within ``timeout``. The rate limit lives in the sources, so a flood
         of random ``kid`` values costs at most one fetch per interval and no waiting.
         """
+        if self.ring.generation > generation:
+            return self.ring  # keys changed since the caller's snapshot: try those first
         if not self.request_refresh(purpose, kid):
             return None
         if self.wait_generation(generation, timeout):

@@ -18,49 +18,13 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from service_client import Client, wait_for
 
-from conftest import public
 from extauthz import config as config_mod
-from extauthz.client import build_request, describe
 from extauthz.server.app import App
-from extauthz.server.authz import METHOD, SERVICE
-from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-class Client:
-    """A real gRPC channel to the app: Check and Health."""
-
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self._check = self.channel.unary_unary(
-            METHOD,
-            request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
-            response_deserializer=external_auth_pb2.CheckResponse.FromString,
-        )
-        self.health = health_pb2_grpc.HealthStub(self.channel)
-
-    def check(self, token: str | None = None, path: str = "/", method: str = "GET",
-              headers: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:  # fmt: skip
-        all_headers = dict(headers or {})
-        if token is not None:
-            all_headers["authorization"] = f"Bearer {token}"
-        return describe(self._check(build_request(all_headers, path, method, **kw), timeout=5))
-
-    def status(self, service: str = "") -> int:
-        request = health_pb2.HealthCheckRequest(service=service)
-        return int(self.health.Check(request, timeout=5).status)
+from extauthz.server.authz import SERVICE
 
 
 @pytest.fixture
@@ -82,7 +46,7 @@ def client(app: App) -> Iterator[Client]:
 
 def http_get(port: int, path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()

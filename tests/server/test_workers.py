@@ -19,7 +19,7 @@ from extauthz.client import check
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read().decode()
     except (urllib.error.HTTPError) as e:
         return e.code, ""
