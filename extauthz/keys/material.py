@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x448, x25519
 from joserfc import jwk
 from joserfc.errors import JoseError
 
@@ -137,6 +138,20 @@ def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
     )
 
 
+def _pem_key_type(native: Any) -> str:
+    """The JWK ``kty`` of a ``cryptography`` key object."""
+    if isinstance(native, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(native, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return "EC"
+    okp = (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, x25519.X25519PrivateKey,
+           x25519.X25519PublicKey, ed448.Ed448PrivateKey, ed448.Ed448PublicKey,
+           x448.X448PrivateKey, x448.X448PublicKey)  # fmt: skip
+    if isinstance(native, okp):
+        return "OKP"
+    raise KeyMaterialError(f"unsupported PEM key type {type(native).__name__}")
+
+
 def key_from_pem(data: bytes, origin: str) -> Key:
     """A PEM private key, public key or X.509 certificate -> :class:`Key`."""
     native: Any
@@ -147,8 +162,10 @@ def key_from_pem(data: bytes, origin: str) -> Key:
             native = serialization.load_pem_private_key(data, password=None)
         else:
             native = serialization.load_pem_public_key(data)
-        key = jwk.import_key(native)
+        key = jwk.import_key(native, _pem_key_type(native))
         thumbprint = key.thumbprint()
+    except KeyMaterialError as exc:
+        raise KeyMaterialError(f"{origin}: {exc}") from exc
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"{origin}: not a usable PEM key") from exc
     kty = key.key_type

@@ -55,7 +55,7 @@ def validate(claims: Mapping[str, Any], provider: ProviderConfig, now: float) ->
     exp = _date(claims, "exp")
     if exp is None:
         raise TokenError(Reason.MISSING_CLAIM, "exp is missing")
-    if now > exp + leeway:
+    if now >= exp + leeway:  # RFC 7519 §4.1.4: valid only *before* exp
         raise TokenError(Reason.EXPIRED, "exp is in the past")
     nbf = _date(claims, "nbf")
     if nbf is not None and now + leeway < nbf:

@@ -45,14 +45,15 @@ def _from_header(request: CheckInput, source: TokenSourceConfig) -> str | None:
     if len(values) > 1:
         raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
     value = values[0]
+    if "," in value:
+        # Envoy joins repeated headers with ","; a JWT never contains one. Checked before
+        # the scheme, so "Basic x, Bearer <jwt>" is ambiguous, not "no token".
+        raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
     prefix = source.prefix or ""
     if prefix:
         if value[: len(prefix)].lower() != prefix.lower():
             return None
         value = value[len(prefix) :]
-    if "," in value:
-        # Envoy joins repeated headers with ","; a JWT never contains one
-        raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
     token = value.strip(" \t")
     if not token:
         raise TokenError(Reason.MALFORMED, "empty credentials")

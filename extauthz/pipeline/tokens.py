@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwe, jws
-from joserfc.errors import JoseError
+from joserfc.errors import ExceededSizeError, JoseError
 
 from extauthz.config import Config, ProviderConfig
 from extauthz.errors import Reason, TokenError
@@ -38,8 +38,8 @@ from extauthz.pipeline.algorithms import (
     key_types_for_signature,
 )
 
-_B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 #: headers that name where to *fetch* a key or carry one: never trusted, never fetched
 _UNTRUSTED_KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: critical header parameters we implement (none: b64=false etc. are refused)
@@ -66,7 +66,7 @@ class Verified:
 
 def b64decode(segment: bytes) -> bytes:
     """Strict base64url: RFC 7515 §2 alphabet, no padding, no whitespace."""
-    if not _B64URL.match(segment) or len(segment) % 4 == 1:
+    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
         raise TokenError(Reason.MALFORMED, "bad base64url")
     try:
         return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
@@ -150,7 +150,7 @@ class TokenVerifier:
         """Decrypt if needed, verify the signature, return the claims. Raises TokenError."""
         if len(token) > self.max_bytes:
             raise TokenError(Reason.TOO_LARGE, "token over max_bytes")
-        if not _TOKEN_CHARS.match(token):
+        if not _TOKEN_CHARS.fullmatch(token):
             raise TokenError(Reason.MALFORMED, "characters outside base64url and '.'")
         dots = token.count(".")
         if dots == 4:
@@ -168,7 +168,7 @@ class TokenVerifier:
         segments = token.encode("ascii").split(b".")
         header = parse_header(segments[0])
         for segment in segments[1:]:
-            if not _B64URL.match(segment) or len(segment) % 4 == 1:
+            if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
                 raise TokenError(Reason.MALFORMED, "bad base64url")
         alg, enc = header["alg"], header.get("enc")
         if not isinstance(enc, str):
@@ -197,6 +197,9 @@ class TokenVerifier:
         for key in keys:
             try:
                 result = jwe.decrypt_compact(token, key.jwk, registry=policy.registry)
+            except ExceededSizeError as exc:
+                # the key was right (the tag verified); the inflated plaintext is too big
+                raise TokenError(Reason.TOO_LARGE, "inflated plaintext over the cap") from exc
             except _CRYPTO_ERRORS:
                 continue
             plaintext = result.plaintext
@@ -215,7 +218,7 @@ class TokenVerifier:
         except UnicodeDecodeError:
             text = ""
         encrypted = (enc_kid, enc_tp)
-        if text and _TOKEN_CHARS.match(text):
+        if text and _TOKEN_CHARS.fullmatch(text):
             dots = text.count(".")
             if dots == 2:
                 return self._verify_jws(text, ring, encrypted=encrypted)
