@@ -417,7 +417,9 @@ def _key_sources(node: _Node, key: str, base: Path, *, verification: bool) -> tu
             )
         item.done()
         last = out[-1] if out else None
-        if isinstance(last, JwksSourceConfig) and last.refresh_max_seconds < last.refresh_min_seconds:
+        if isinstance(last, JwksSourceConfig) and (
+            last.refresh_max_seconds < last.refresh_min_seconds
+        ):
             raise ConfigError(
                 item.sub("refresh_max_seconds"), "must be at least refresh_min_seconds"
             )

@@ -162,7 +162,8 @@ def key_from_pem(data: bytes, origin: str) -> Key:
             native = serialization.load_pem_private_key(data, password=None)
         else:
             native = serialization.load_pem_public_key(data)
-        key = jwk.import_key(native, _pem_key_type(native))
+        importer: Any = jwk.import_key  # overloads need a literal kty; ours is computed
+        key = importer(native, _pem_key_type(native))
         thumbprint = key.thumbprint()
     except KeyMaterialError as exc:
         raise KeyMaterialError(f"{origin}: {exc}") from exc
