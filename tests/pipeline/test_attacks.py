@@ -390,9 +390,6 @@ ATTACKS: list[Attack] = [
         lambda kit, url: zip_bomb(kit),
         R.TOO_LARGE,
         config={"decryption": {"zip_max_bytes": 4096}},
-        bug="BUG: an inflated size over decryption.zip_max_bytes is reported as decrypt_failed "
-        "(joserfc's ExceededSizeError is swallowed with the crypto errors in "
-        "tokens._decrypt) instead of too_large, and is retried on every candidate key",
     ),
     Attack(
         "enc_not_allowed", lambda kit, url: fake_jwe(jwe_header(enc="XC20P")), R.ALG_NOT_ALLOWED
@@ -753,6 +750,9 @@ ATTACKS: list[Attack] = [
     Attack(
         "empty_signature_segment", lambda kit, url: replace_segment(jws(kit), 2, ""), R.MALFORMED
     ),
+    Attack("trailing_newline", lambda kit, url: jws(kit) + "\n", R.MALFORMED),
+    Attack("trailing_newline_jwe", lambda kit, url: nested(kit) + "\n", R.MALFORMED),
+    Attack("leading_newline", lambda kit, url: "\n" + jws(kit), R.MALFORMED),
     Attack("empty_bearer", lambda kit, url: "", R.MALFORMED),
 ]
 

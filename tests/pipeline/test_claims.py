@@ -94,11 +94,6 @@ def test_expired_beyond_leeway_is_expired() -> None:
     assert reason(claims(), now=EXP + 1, leeway_seconds=0) is Reason.EXPIRED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: claims.validate accepts now == exp + leeway; RFC 7519 §4.1.4 requires now to "
-    "be *before* exp (the token cache already treats that instant as expired)",
-)
 def test_exp_is_exclusive_at_the_leeway_boundary() -> None:
     """At exactly ``exp + leeway`` the token has expired (RFC 7519: now MUST be before exp)."""
     assert reason(claims(), now=EXP, leeway_seconds=0) is Reason.EXPIRED

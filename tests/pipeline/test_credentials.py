@@ -74,11 +74,6 @@ def test_authorization_headers_joined_with_comma_are_malformed(value: str) -> No
     assert extract_reason({"authorization": value}) is Reason.MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: credentials._from_header checks the scheme prefix before the ',' test, so "
-    "'Basic x, Bearer <jwt>' (two joined headers) is 'no token' instead of malformed",
-)
 def test_joined_headers_are_malformed_whatever_comes_first() -> None:
     """A second ``Bearer`` credential after a joined comma is ambiguity too (SPEC §9)."""
     assert extract_reason({"authorization": "Basic dXNlcg==, Bearer a.b.c"}) is Reason.MALFORMED

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from extauthz.errors import STATUS, Reason
 from extauthz.keys.keyset import KeyStore
@@ -403,6 +404,31 @@ def test_unexpected_exception_fails_closed(
     for secret in ("kaboom", "enc-rsa", "private.pem", "Traceback", "RuntimeError"):
         assert secret not in rendered
     assert body(decision)["error"] in ("invalid_token", "internal_error")
+
+
+def test_unexpected_exception_is_logged_with_its_traceback(
+    env: Env, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed, but loudly: the operator gets the exception (the client never does)."""
+
+    def explode(*_: Any) -> Any:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(env.evaluator.verifier, "verify", explode)
+    with capture_logs() as logs:
+        env.check(nested(kit), path="/orders?id=1")
+    [entry] = [e for e in logs if e["log_level"] == "error"]
+    assert entry.get("exc_info") is True
+    assert entry.get("path") == "/orders"  # never the query string
+
+
+def test_unknown_rule_is_logged_as_a_configuration_error(env: Env) -> None:
+    """A route naming a missing rule is an operator's mistake: logged as an error."""
+    with capture_logs() as logs:
+        env.check(context={"rule": "missing"})
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors
+    assert errors[0].get("rule") == "missing"
 
 
 @pytest.mark.parametrize("reason", [r for r in Reason if r not in (Reason.OK, Reason.ANONYMOUS)])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from extauthz.errors import Reason
+from extauthz.errors import ConfigError, Reason
 
 from .support import (
     MANAGED_HEADERS,
@@ -15,6 +15,7 @@ from .support import (
     Env,
     Kit,
     assert_allow_invariants,
+    build_config,
     claims,
     response_header,
     sign,
@@ -115,27 +116,18 @@ def test_paths_are_matched_without_the_query_string(
     assert policy_env.check(token(kit), path=path).rule == rule
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RuleConfig.hosts is parsed (and documented in the chart) but policy.Rule "
-    "ignores it, so a host-restricted anonymous rule opens every host",
-)
-def test_a_rule_restricted_to_hosts_does_not_match_other_hosts(new_env: NewEnv) -> None:
-    """``hosts: [public.example.test]`` must not make ``/`` anonymous on another host."""
-    env = new_env(
-        {
-            "rules": [
-                {
-                    "name": "public-site",
-                    "hosts": ["public.example.test"],
-                    "path_prefix": "/",
-                    "anonymous": True,
-                }
-            ]
-        }
-    )
-    decision = env.check(path="/", headers={":authority": "private.example.test"})
-    assert (decision.allowed, decision.reason) == (False, Reason.MISSING_TOKEN)
+def test_a_host_matcher_is_refused_rather_than_ignored() -> None:
+    """A rule may not name ``hosts``: ignoring it would open a host-restricted rule to all
+    hosts (and SPEC §9: the ``:authority`` Envoy sends is not to be trusted)."""
+    rule = {
+        "name": "public-site",
+        "hosts": ["public.example.test"],
+        "path_prefix": "/",
+        "anonymous": True,
+    }
+    with pytest.raises(ConfigError) as caught:
+        build_config({"rules": [rule]})
+    assert caught.value.path == "rules[0].hosts"
 
 
 # -- anonymous -------------------------------------------------------------------------

@@ -76,11 +76,6 @@ def test_b64decode_rejects_anything_but_strict_base64url(segment: bytes) -> None
     assert caught.value.reason is Reason.MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tokens._TOKEN_CHARS/_B64URL use '$', which matches before a trailing "
-    "newline; the token then reaches joserfc instead of being refused as malformed",
-)
 def test_trailing_newline_is_malformed_not_handed_to_the_crypto(env: Env, kit: Kit) -> None:
     """Strict parsing: a token with a trailing LF is malformed before any crypto runs."""
     assert reason_of(env, sign(claims(), kit.sig_rsa) + "\n") is Reason.MALFORMED
