@@ -45,8 +45,7 @@ def serve_sync(port_q: Any, token_q: Any, stop: Any) -> None:
 
     quiet()
     authorizer, token = build_authorizer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                         handlers=[authorizer.handler()])  # fmt: skip
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[authorizer.handler()])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     port_q.put(port)
@@ -69,12 +68,16 @@ def serve_aio(port_q: Any, token_q: Any, stop: Any) -> None:
         return authorizer.check(request, None)
 
     async def main() -> None:
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                check, request_deserializer=external_auth_pb2.CheckRequest.FromString,
-                response_serializer=None,
-            )
-        })  # fmt: skip
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    check,
+                    request_deserializer=external_auth_pb2.CheckRequest.FromString,
+                    response_serializer=None,
+                )
+            },
+        )
         server = grpc.aio.server(handlers=[handler])
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -99,8 +102,11 @@ def load(port: int, token: str, seconds: float, concurrency: int, out: Any) -> N
 
     async def main() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(METHOD, request_serializer=None,
-                                       response_deserializer=external_auth_pb2.CheckResponse.FromString)  # fmt: skip
+            call = channel.unary_unary(
+                METHOD,
+                request_serializer=None,
+                response_deserializer=external_auth_pb2.CheckResponse.FromString,
+            )
             deadline = time.monotonic() + seconds
             done = 0
 

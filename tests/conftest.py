@@ -44,15 +44,17 @@ def sig_jwk() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def mint_token(
-    enc_jwk: dict[str, Any], sig_jwk: dict[str, Any]
-) -> Callable[..., str]:
+def mint_token(enc_jwk: dict[str, Any], sig_jwk: dict[str, Any]) -> Callable[..., str]:
     """Mint a nested JWE (or plain JWS with ``encrypt=False``) for the test provider."""
 
     def make(
-        *, encrypt: bool = True, sig: dict[str, Any] | None = None,
-        enc: dict[str, Any] | None = None, ttl: int = 300, **claims: Any,
-    ) -> str:  # fmt: skip
+        *,
+        encrypt: bool = True,
+        sig: dict[str, Any] | None = None,
+        enc: dict[str, Any] | None = None,
+        ttl: int = 300,
+        **claims: Any,
+    ) -> str:
         data = mint.claims_for(ISSUER, AUDIENCE, claims.pop("sub", "alice"), ttl=ttl, extra=claims)
         token = mint.sign(data, sig or sig_jwk)
         return mint.encrypt(token, public(enc or enc_jwk)) if encrypt else token

@@ -36,8 +36,14 @@ class Client:
         )
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
-    def check(self, token: str | None = None, path: str = "/", method: str = "GET",
-              headers: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:  # fmt: skip
+    def check(
+        self,
+        token: str | None = None,
+        path: str = "/",
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["authorization"] = f"Bearer {token}"

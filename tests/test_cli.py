@@ -11,17 +11,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import AUDIENCE, ISSUER
+
 from extauthz import config as config_mod
 from extauthz.server.app import App
 
 
 def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "extauthz", *args], capture_output=True, text=True,
-        timeout=60, check=check,
-    )  # fmt: skip
+        [sys.executable, "-m", "extauthz", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
 
 
 def test_keygen_enc_and_public(tmp_path: Path) -> None:
@@ -32,29 +35,47 @@ def test_keygen_enc_and_public(tmp_path: Path) -> None:
     (tmp_path / "k.json").write_text(out.stdout)
     pub = json.loads(run("keygen", "--public", str(tmp_path / "k.json"), check=True).stdout)
     (key,) = pub["keys"]
-    assert key["kid"] == "k1" and "d" not in key and key["n"] == jwk["n"]
+    assert key["kid"] == "k1"
+    assert "d" not in key
+    assert key["n"] == jwk["n"]
 
 
 def test_keygen_secret_manifest() -> None:
-    out = run("keygen", "--use", "sig", "--alg", "ES256", "--secret", "keys", "--namespace", "auth",
-              check=True)  # fmt: skip
+    out = run(
+        "keygen",
+        "--use",
+        "sig",
+        "--alg",
+        "ES256",
+        "--secret",
+        "keys",
+        "--namespace",
+        "auth",
+        check=True,
+    )
     manifest = yaml.safe_load(out.stdout)
-    assert manifest["kind"] == "Secret" and manifest["metadata"] == {"name": "keys", "namespace": "auth"}
+    assert manifest["kind"] == "Secret"
+    assert manifest["metadata"] == {
+        "name": "keys",
+        "namespace": "auth",
+    }
     jwks = json.loads(base64.b64decode(manifest["data"]["jwks.json"]))
     assert jwks["keys"][0]["crv"] == "P-256"
 
 
 def test_keygen_rejects_unknown_alg() -> None:
     result = run("keygen", "--use", "enc", "--alg", "RSA1_5")
-    assert result.returncode == 2 and "unsupported" in result.stderr
+    assert result.returncode == 2
+    assert "unsupported" in result.stderr
 
 
 def test_config_validate_exit_codes(tmp_path: Path) -> None:
     good = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
     assert run("config", "validate", str(good)).returncode == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"providers": [{"name": "p", "issuer": "i", "keys": [],
-                                                  "extra": 1}]}))  # fmt: skip
+    bad.write_text(
+        yaml.safe_dump({"providers": [{"name": "p", "issuer": "i", "keys": [], "extra": 1}]})
+    )
     result = run("config", "validate", str(bad))
     assert result.returncode == 1
     assert "providers[0]" in result.stderr
@@ -81,15 +102,17 @@ def test_token_then_check_round_trip(served: str, key_dirs: Path, tmp_path: Path
     pub = run("keygen", "--public", str(sig), check=True).stdout
     (key_dirs / "keys" / "verify" / "cli.json").write_text(pub)
     enc = key_dirs / "keys" / "decrypt" / "enc-1.json"
-    token = run("token", "--sign-key", str(sig), "--encrypt-key", str(enc), "--claims", claims,
-                check=True).stdout.strip()  # fmt: skip
+    token = run(
+        "token", "--sign-key", str(sig), "--encrypt-key", str(enc), "--claims", claims, check=True
+    ).stdout.strip()
     assert token.count(".") == 4
     import time
 
     deadline = time.monotonic() + 5
     while True:
-        result = run("check", "--address", served, "--token", token, "--path", "/admin/x",
-                     "--method", "POST")  # fmt: skip
+        result = run(
+            "check", "--address", served, "--token", token, "--path", "/admin/x", "--method", "POST"
+        )
         if result.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.3)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import EXAMPLE_CONFIG, REPO
+
 from extauthz import config as config_mod
 from extauthz.errors import ConfigError
 
@@ -43,9 +43,11 @@ def test_example_loads_with_the_values_its_comments_state() -> None:
     assert provider.leeway_seconds == 30
     assert provider.required_claims == ("exp", "sub")
     assert dict(provider.claims_to_headers) == {
-        "sub": "x-auth-subject", "email": "x-auth-email",
-        "scope": "x-auth-scope", "roles": "x-auth-roles",
-    }  # fmt: skip
+        "sub": "x-auth-subject",
+        "email": "x-auth-email",
+        "scope": "x-auth-scope",
+        "roles": "x-auth-roles",
+    }
     assert [s.header or s.cookie for s in config.token.sources] == ["authorization", "access_token"]
     assert config.token.max_bytes == 16384
     assert config.upstream.authorization == "keep"
@@ -58,15 +60,19 @@ def test_example_loads_with_the_values_its_comments_state() -> None:
 
 def test_defaults_when_sections_are_omitted(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"providers": [
-        {"name": "p", "issuer": "https://i", "keys": [{"directory": "k"}]}]}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {"providers": [{"name": "p", "issuer": "https://i", "keys": [{"directory": "k"}]}]}
+        )
+    )
     config = config_mod.load(path)
     (source,) = config.token.sources
     assert (source.header, source.prefix) == ("authorization", "Bearer ")
     assert config.providers[0].keys[0].path == tmp_path / "k"  # type: ignore[union-attr]
     assert config.providers[0].keys[0].interval_seconds <= 2  # type: ignore[union-attr]
     assert config.token.realm == "extauthz"
-    assert config.shutdown.drain_seconds == 3 and config.shutdown.grace_seconds == 10
+    assert config.shutdown.drain_seconds == 3
+    assert config.shutdown.grace_seconds == 10
 
 
 def mutate(path: str, value: Any) -> dict[str, Any]:
@@ -91,7 +97,11 @@ BAD = [
     ("apiVersion", "extauthz/v2", "apiVersion"),
     ("listen.grpc", "nope", "listen.grpc"),
     ("listen.colour", "blue", "listen.colour"),
-    ("decryption.keys[0]", {"directory": "a", "kubernetes": {"secrets": ["x"]}}, "decryption.keys[0]"),
+    (
+        "decryption.keys[0]",
+        {"directory": "a", "kubernetes": {"secrets": ["x"]}},
+        "decryption.keys[0]",
+    ),
     ("decryption.keys[0]", {"jwks_uri": "https://x"}, "decryption.keys[0].jwks_uri"),
     ("decryption.keys[0]", {"kubernetes": {"namespace": "a"}}, "decryption.keys[0].kubernetes"),
     ("decryption.key_algorithms", ["RSA1_5"], "decryption.key_algorithms[0]"),

@@ -63,12 +63,13 @@ def tokens(enc: dict[str, Any], sig: dict[str, Any]) -> dict[str, str]:
     """A valid nested JWE, an expired one, and a tampered one."""
     enc_public = {k: v for k, v in enc.items() if k not in PRIVATE}
     extra = {"email": "alice@example.test", "scope": "read admin", "roles": ["reader"]}
-    good = mint.encrypt(mint.sign(mint.claims_for(ISSUER, AUDIENCE, "alice", 3600, extra), sig),
-                        enc_public)  # fmt: skip
+    good = mint.encrypt(
+        mint.sign(mint.claims_for(ISSUER, AUDIENCE, "alice", 3600, extra), sig), enc_public
+    )
     old = mint.claims_for(ISSUER, AUDIENCE, "alice", 60, extra, now=time.time() - 3600)
     expired = mint.encrypt(mint.sign(old, sig), enc_public)
     head, key, iv, ciphertext, tag = good.split(".")
-    flipped = ("B" if ciphertext[5] == "A" else "A")
+    flipped = "B" if ciphertext[5] == "A" else "A"
     tampered = ".".join([head, key, iv, ciphertext[:5] + flipped + ciphertext[6:], tag])
     return {"valid": good, "expired": expired, "tampered": tampered}
 
@@ -82,7 +83,7 @@ def wait_ready(address: str, proc: subprocess.Popen[bytes], timeout: float = 20)
         try:
             if grpc_check(address, {}, timeout=1)["metadata"]["reason"] != "not_ready":
                 return
-        except Exception:  # noqa: BLE001 - not listening yet
+        except Exception:
             pass
         time.sleep(0.2)
     raise SystemExit("extauthz did not become ready")
@@ -126,27 +127,39 @@ def main() -> int:
     log = (workdir / "extauthz.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "extauthz", "serve", "--config", str(config)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_ready(address, proc)
         listen_port = 10000 if not args.once else 0
         (workdir / "envoy").mkdir(exist_ok=True)
         with EchoUpstream() as upstream:
-            envoy_ctx = EnvoyProcess(workdir / "envoy", extauthz_port=grpc_port,
-                                     upstream_port=upstream.port, LISTEN_PORT=listen_port)  # fmt: skip
+            envoy_ctx = EnvoyProcess(
+                workdir / "envoy",
+                extauthz_port=grpc_port,
+                upstream_port=upstream.port,
+                LISTEN_PORT=listen_port,
+            )
             with envoy_ctx as envoy:
                 toks = tokens(enc, sig)
                 (workdir / "tokens.json").write_text(json.dumps(toks, indent=2))
-                print(f"\nEnvoy {envoy.url} -> extauthz {address} -> demo upstream :{upstream.port}")
-                print(f"extauthz log: {workdir / 'extauthz.log'}   metrics: "
-                      f"http://127.0.0.1:{http_port}/metrics\n")  # fmt: skip
+                print(
+                    f"\nEnvoy {envoy.url} -> extauthz {address} -> demo upstream :{upstream.port}"
+                )
+                print(
+                    f"extauthz log: {workdir / 'extauthz.log'}   metrics: "
+                    f"http://127.0.0.1:{http_port}/metrics\n"
+                )
                 print("Try it (expect 200 with x-auth-* headers, then 401, 401, 401):\n")
-                for name, expect in (("valid", "200"), ("expired", "401 expired"),
-                                     ("tampered", "401 decrypt_failed")):  # fmt: skip
+                for name, expect in (
+                    ("valid", "200"),
+                    ("expired", "401 expired"),
+                    ("tampered", "401 decrypt_failed"),
+                ):
                     path = workdir / f"{name}.jwe"
                     path.write_text(toks[name] + "\n")
-                    header = f'authorization: Bearer $(cat {shlex.quote(str(path))})'
+                    header = f"authorization: Bearer $(cat {shlex.quote(str(path))})"
                     print(f"  # {name} token -> {expect}")
                     print(f'  curl -si {envoy.url}/orders/42 -H "{header}"\n')
                 print(f"  # no token -> 401 missing_token\n  curl -si {envoy.url}/orders/42\n")

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     if argv == ["--path"]:
         print(helm)
         return 0
-    os.execv(helm, [str(helm), *argv])  # noqa: S606 - a fixed binary, argv passed through
+    os.execv(helm, [str(helm), *argv])  # a fixed binary, argv passed through
     return 0  # unreachable; execv replaces the process
 
 

@@ -38,9 +38,7 @@ def log_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
 
 
 @pytest.fixture(scope="session")
-def mint_token(
-    mint_token: Callable[..., str], log_capture: Capture
-) -> Callable[..., str]:
+def mint_token(mint_token: Callable[..., str], log_capture: Capture) -> Callable[..., str]:
     """The shared minter, recording every token so the redaction test can look for it."""
 
     def make(**kwargs: Any) -> str:

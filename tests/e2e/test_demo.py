@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -17,8 +16,10 @@ pytestmark = pytest.mark.e2e
 def test_demo_once(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "demo.py"), "--once", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all as expected: [200, 401, 401, 401]" in result.stdout
     assert 'upstream saw: {"x-auth-subject": "alice"' in result.stdout

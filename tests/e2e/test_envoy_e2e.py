@@ -17,11 +17,15 @@ pytestmark = pytest.mark.e2e
 
 RULES = [
     {"name": "public", "path_prefix": "/public/", "anonymous": True},
-    {"name": "admin", "path_prefix": "/admin/", "methods": ["POST", "PUT", "DELETE"],
-     "require_scopes": ["admin"]},
+    {
+        "name": "admin",
+        "path_prefix": "/admin/",
+        "methods": ["POST", "PUT", "DELETE"],
+        "require_scopes": ["admin"],
+    },
     # never matches by path: only Envoy's context_extensions {rule: reports} selects it
     {"name": "reports", "path_exact": "/-", "require_scopes": ["reports"]},
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,9 @@ def upstream() -> Iterator[EchoUpstream]:
 
 def start_app(write_config: Callable[..., Path], **overrides: Any) -> App:
     overrides.setdefault("rules", RULES)
-    overrides.setdefault("upstream", {"authorization": "keep", "strip_header_prefixes": ["x-auth-"]})
+    overrides.setdefault(
+        "upstream", {"authorization": "keep", "strip_header_prefixes": ["x-auth-"]}
+    )
     app = App(config_mod.load(write_config(**overrides)))
     app.start()
     assert app.store.wait_ready(5)
@@ -49,8 +55,9 @@ def app(write_config: Callable[..., Path]) -> Iterator[App]:
 @pytest.fixture
 def envoy(app: App, upstream: EchoUpstream, tmp_path: Path) -> Iterator[EnvoyProcess]:
     upstream.clear()
-    with EnvoyProcess(tmp_path / "envoy", extauthz_port=app.grpc_port,
-                      upstream_port=upstream.port) as proxy:  # fmt: skip
+    with EnvoyProcess(
+        tmp_path / "envoy", extauthz_port=app.grpc_port, upstream_port=upstream.port
+    ) as proxy:
         yield proxy
 
 
@@ -61,8 +68,9 @@ def bearer(token: str) -> dict[str, str]:
 def test_valid_nested_jwe_reaches_upstream_with_claim_headers(
     envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str]
 ) -> None:
-    status, headers, _ = http_get(envoy.url + "/orders?id=1",
-                                  bearer(mint_token(email="a@x.test", roles=["r1", "r2"])))  # fmt: skip
+    status, headers, _ = http_get(
+        envoy.url + "/orders?id=1", bearer(mint_token(email="a@x.test", roles=["r1", "r2"]))
+    )
     assert status == 200, envoy.explain()
     (seen,) = upstream.requests
     assert seen.header("x-auth-subject") == ["alice"]
@@ -75,8 +83,13 @@ def test_valid_nested_jwe_reaches_upstream_with_claim_headers(
 def test_spoofed_claim_headers_are_replaced_or_removed(
     envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str]
 ) -> None:
-    spoof = {**bearer(mint_token()), "x-auth-subject": "root", "x-auth-roles": "admin",
-             "x-auth-scope": "admin", "x-auth-other": "evil"}  # fmt: skip
+    spoof = {
+        **bearer(mint_token()),
+        "x-auth-subject": "root",
+        "x-auth-roles": "admin",
+        "x-auth-scope": "admin",
+        "x-auth-other": "evil",
+    }
     status, _, _ = http_get(envoy.url + "/orders", spoof)
     assert status == 200, envoy.explain()
     (seen,) = upstream.requests
@@ -92,15 +105,28 @@ def test_spoofed_claim_headers_are_replaced_or_removed(
         ("missing", "/orders", "GET", 401, 'Bearer realm="extauthz"', "missing_token"),
         ("tampered", "/orders", "GET", 401, 'error_description="decrypt_failed"', "invalid_token"),
         ("expired", "/orders", "GET", 401, 'error_description="expired"', "invalid_token"),
-        ("scope", "/admin/users", "POST", 403,
-         'error="insufficient_scope", scope="admin"', "insufficient_scope"),
+        (
+            "scope",
+            "/admin/users",
+            "POST",
+            403,
+            'error="insufficient_scope", scope="admin"',
+            "insufficient_scope",
+        ),
         ("two-headers", "/orders", "GET", 401, 'error_description="malformed"', "invalid_token"),
     ],
-)  # fmt: skip
+)
 def test_denials_never_reach_upstream(
-    envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str],
-    case: str, path: str, method: str, status: int, challenge: str, error: str,
-) -> None:  # fmt: skip
+    envoy: EnvoyProcess,
+    upstream: EchoUpstream,
+    mint_token: Callable[..., str],
+    case: str,
+    path: str,
+    method: str,
+    status: int,
+    challenge: str,
+    error: str,
+) -> None:
     from envoy_harness import http_request
 
     token = mint_token(scope="read")
@@ -143,8 +169,14 @@ def test_access_log_carries_decision_metadata(
     http_get(envoy.url + "/orders")
     lines = envoy.access_log_lines(2)
     allow, deny = lines[-2], lines[-1]
-    assert (allow["decision"], allow["reason"], allow["sub"], allow["kid"], allow["enc_kid"],
-            allow["rule"]) == ("allow", "ok", "alice", "sig-1", "enc-1", "default")  # fmt: skip
+    assert (
+        allow["decision"],
+        allow["reason"],
+        allow["sub"],
+        allow["kid"],
+        allow["enc_kid"],
+        allow["rule"],
+    ) == ("allow", "ok", "alice", "sig-1", "enc-1", "default")
     assert allow["path"] == "/orders"
     assert (deny["decision"], deny["reason"]) == ("deny", "missing_token")
 
@@ -153,8 +185,12 @@ def test_encode_raw_headers_mode(
     app: App, upstream: EchoUpstream, tmp_path: Path, mint_token: Callable[..., str]
 ) -> None:
     upstream.clear()
-    with EnvoyProcess(tmp_path / "raw", extauthz_port=app.grpc_port, upstream_port=upstream.port,
-                      ENCODE_RAW_HEADERS=True) as proxy:  # fmt: skip
+    with EnvoyProcess(
+        tmp_path / "raw",
+        extauthz_port=app.grpc_port,
+        upstream_port=upstream.port,
+        ENCODE_RAW_HEADERS=True,
+    ) as proxy:
         assert http_get(proxy.url + "/orders", bearer(mint_token()))[0] == 200, proxy.explain()
         assert upstream.requests[-1].header("x-auth-subject") == ["alice"]
         assert http_get(proxy.url + "/orders")[0] == 401
@@ -165,27 +201,33 @@ def test_encode_raw_headers_mode(
 
 
 def test_cookie_token_and_inner_authorization(
-    write_config: Callable[..., Path], upstream: EchoUpstream, tmp_path: Path,
+    write_config: Callable[..., Path],
+    upstream: EchoUpstream,
+    tmp_path: Path,
     mint_token: Callable[..., str],
-) -> None:  # fmt: skip
+) -> None:
     """upstream.authorization: inner replaces the JWE with the signed inner JWT."""
     instance = start_app(write_config, upstream={"authorization": "inner"})
     try:
         upstream.clear()
-        with EnvoyProcess(tmp_path / "inner", extauthz_port=instance.grpc_port,
-                          upstream_port=upstream.port) as proxy:  # fmt: skip
+        with EnvoyProcess(
+            tmp_path / "inner", extauthz_port=instance.grpc_port, upstream_port=upstream.port
+        ) as proxy:
             token = mint_token()
             assert http_get(proxy.url + "/x", {"cookie": f"a=b; access_token={token}"})[0] == 200
             (auth,) = upstream.requests[-1].header("authorization")
-            assert auth.startswith("Bearer ") and auth.count(".") == 2
+            assert auth.startswith("Bearer ")
+            assert auth.count(".") == 2
     finally:
         instance.stop_now()
 
 
 def test_extauthz_down_gives_status_on_error(
-    write_config: Callable[..., Path], upstream: EchoUpstream, tmp_path: Path,
+    write_config: Callable[..., Path],
+    upstream: EchoUpstream,
+    tmp_path: Path,
     mint_token: Callable[..., str],
-) -> None:  # fmt: skip
+) -> None:
     instance = start_app(write_config)
     port = instance.grpc_port
     instance.stop_now()

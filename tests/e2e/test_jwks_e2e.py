@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import trustme
+from conftest import AUDIENCE, ISSUER, public
 from envoy_harness import EchoUpstream, EnvoyProcess, http_get
 from grpc_health.v1 import health_pb2
 from jwks_server import JwksServer, signing_key
 from service_client import Client, wait_for
 
-from conftest import AUDIENCE, ISSUER, public
 from extauthz import config as config_mod
 from extauthz import mint
 from extauthz.server.app import App
@@ -37,18 +37,27 @@ def nested(key: Any, kid: str, enc_jwk: dict[str, Any], **claims: Any) -> str:
     data = mint.claims_for(ISSUER, AUDIENCE, "carol", extra=claims)
     import json
 
-    inner = jws.serialize_compact({"alg": "ES256", "kid": kid, "typ": "JWT"},
-                                  json.dumps(data).encode(), key)  # fmt: skip
+    inner = jws.serialize_compact(
+        {"alg": "ES256", "kid": kid, "typ": "JWT"}, json.dumps(data).encode(), key
+    )
     return mint.encrypt(inner, public(enc_jwk))
 
 
 def app_for(write_config: Callable[..., Path], idp: JwksServer, **jwks: Any) -> App:
     provider = {
-        "name": "idp", "issuer": ISSUER, "audiences": [AUDIENCE],
-        "keys": [{"jwks_uri": idp.jwks_url, "ca_file": str(idp.ca_file),
-                  "refetch_interval_seconds": 0.5, **jwks}],
+        "name": "idp",
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "keys": [
+            {
+                "jwks_uri": idp.jwks_url,
+                "ca_file": str(idp.ca_file),
+                "refetch_interval_seconds": 0.5,
+                **jwks,
+            }
+        ],
         "claims_to_headers": {"sub": "x-auth-subject"},
-    }  # fmt: skip
+    }
     app = App(config_mod.load(write_config(providers=[provider])))
     app.start()
     return app
@@ -62,9 +71,12 @@ def test_nested_jwe_verified_with_fetched_keys_through_envoy(
     app = app_for(write_config, idp)
     try:
         assert app.store.wait_ready(10)
-        with EchoUpstream() as upstream, EnvoyProcess(
-            tmp_path / "envoy", extauthz_port=app.grpc_port, upstream_port=upstream.port
-        ) as envoy:
+        with (
+            EchoUpstream() as upstream,
+            EnvoyProcess(
+                tmp_path / "envoy", extauthz_port=app.grpc_port, upstream_port=upstream.port
+            ) as envoy,
+        ):
             token = nested(key1, "idp-1", enc_jwk)
             status, _, _ = http_get(envoy.url + "/orders", {"authorization": f"Bearer {token}"})
             assert status == 200, envoy.explain()
@@ -88,8 +100,10 @@ def test_nested_jwe_verified_with_fetched_keys_through_envoy(
             # a refetch happens on the next unknown kid; force it with one
             stray = nested(key2, "nope", enc_jwk)
             assert http_get(envoy.url + "/x", {"authorization": f"Bearer {stray}"})[0] == 401
-            assert wait_for(lambda: http_get(
-                envoy.url + "/x", {"authorization": f"Bearer {token}"})[0] == 401, 5)  # fmt: skip
+            assert wait_for(
+                lambda: http_get(envoy.url + "/x", {"authorization": f"Bearer {token}"})[0] == 401,
+                5,
+            )
     finally:
         app.stop_now()
 

@@ -52,7 +52,9 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def test_allow_over_grpc_carries_claim_headers(client: Client, mint_token: Callable[..., str]) -> None:
+def test_allow_over_grpc_carries_claim_headers(
+    client: Client, mint_token: Callable[..., str]
+) -> None:
     result = client.check(mint_token(email="a@example.test", roles=["r1", "r2"]), path="/x?y=1")
     assert result["decision"] == "allow"
     assert result["upstream_headers"]["x-auth-subject"] == "alice"
@@ -70,7 +72,9 @@ def test_deny_over_grpc_is_unauthenticated_with_body(client: Client) -> None:
     assert result["body"]["error"] == "missing_token"
 
 
-def test_insufficient_scope_is_permission_denied(client: Client, mint_token: Callable[..., str]) -> None:
+def test_insufficient_scope_is_permission_denied(
+    client: Client, mint_token: Callable[..., str]
+) -> None:
     result = client.check(mint_token(scope="read"), path="/admin/users", method="POST")
     assert result["grpc_status"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
     assert result["http_status"] == 403
@@ -144,10 +148,13 @@ def kubelet_swap(directory: Path, files: dict[str, str], generation: int) -> Non
 
 
 def test_directory_rotation_via_kubelet_symlink_swap(
-    write_config: Callable[..., Path], key_dirs: Path,
-    enc_jwk: dict[str, Any], enc_jwk2: dict[str, Any], sig_jwk: dict[str, Any],
+    write_config: Callable[..., Path],
+    key_dirs: Path,
+    enc_jwk: dict[str, Any],
+    enc_jwk2: dict[str, Any],
+    sig_jwk: dict[str, Any],
     mint_token: Callable[..., str],
-) -> None:  # fmt: skip
+) -> None:
     """Add the new key next to the old (both work), then remove the old (fails at once,
     cached decisions included); a broken update keeps the last good keys."""
     decrypt = key_dirs / "keys" / "decrypt"
@@ -194,8 +201,9 @@ def test_removed_verification_key_drops_cached_decision(
 
 def test_sigterm_drains_then_exits_zero(write_config: Callable[..., Path]) -> None:
     """SIGTERM: NOT_SERVING at once, Checks still answered while draining, exit 0."""
-    path = write_config(shutdown={"drain_seconds": 1.5, "grace_seconds": 2},
-                        listen={"grpc": "127.0.0.1:0"})  # fmt: skip
+    path = write_config(
+        shutdown={"drain_seconds": 1.5, "grace_seconds": 2}, listen={"grpc": "127.0.0.1:0"}
+    )
     import socket
 
     with socket.socket() as s:
@@ -205,8 +213,9 @@ def test_sigterm_drains_then_exits_zero(write_config: Callable[..., Path]) -> No
     path.write_text(text)
     proc = subprocess.Popen(
         [sys.executable, "-m", "extauthz", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         c = Client(port)
 

@@ -61,9 +61,13 @@ def app(write_config: Callable[..., Path]) -> Iterator[App]:
 
 
 def test_counts_are_exact_for_allows_and_every_deny_reason(
-    app: App, write_config: Callable[..., Path], key_dirs: Path,
-    enc_jwk: dict[str, Any], sig_jwk: dict[str, Any], mint_token: Callable[..., str],
-) -> None:  # fmt: skip
+    app: App,
+    write_config: Callable[..., Path],
+    key_dirs: Path,
+    enc_jwk: dict[str, Any],
+    sig_jwk: dict[str, Any],
+    mint_token: Callable[..., str],
+) -> None:
     assert app.http is not None
     client = Client(app.grpc_port)
     before = scrape(app.http.port)
@@ -82,25 +86,57 @@ def test_counts_are_exact_for_allows_and_every_deny_reason(
         ("malformed", {"token": "a.b.c"}),
         ("too_large", {"token": "e" * 20000}),
         ("alg_not_allowed", {"token": raw_jws({"alg": "HS256"}, now_claims)}),
-        ("unsupported_crit", {"token": raw_jws({"alg": "RS256", "crit": ["x"], "x": 1}, now_claims)}),
+        (
+            "unsupported_crit",
+            {"token": raw_jws({"alg": "RS256", "crit": ["x"], "x": 1}, now_claims)},
+        ),
         ("unknown_kid", {"token": mint_token(enc={**enc_jwk, "kid": "nope"})}),
         ("decrypt_failed", {"token": ".".join(tampered)}),
         ("bad_signature", {"token": mint_token(sig=other_sig)}),
         ("unsigned", {"token": mint.encrypt(unsigned_inner, enc_pub)}),
         ("expired", {"token": mint_token(ttl=-3600)}),
-        ("not_yet_valid", {"token": mint.encrypt(mint.sign(
-            mint.claims_for(ISSUER, AUDIENCE, "a", extra={"nbf": 4102444800}), sig_jwk), enc_pub)}),
-        ("bad_issuer", {"token": mint.encrypt(mint.sign(
-            mint.claims_for("https://evil", AUDIENCE, "a"), sig_jwk), enc_pub)}),
-        ("bad_audience", {"token": mint.encrypt(mint.sign(
-            mint.claims_for(ISSUER, "api://other", "a"), sig_jwk), enc_pub)}),
-        ("missing_claim", {"token": mint.encrypt(mint.sign(
-            {k: v for k, v in now_claims.items() if k != "sub"}, sig_jwk), enc_pub)}),
-        ("invalid_claim", {"token": mint.encrypt(mint.sign(
-            {**now_claims, "exp": "tomorrow"}, sig_jwk), enc_pub)}),
+        (
+            "not_yet_valid",
+            {
+                "token": mint.encrypt(
+                    mint.sign(
+                        mint.claims_for(ISSUER, AUDIENCE, "a", extra={"nbf": 4102444800}), sig_jwk
+                    ),
+                    enc_pub,
+                )
+            },
+        ),
+        (
+            "bad_issuer",
+            {
+                "token": mint.encrypt(
+                    mint.sign(mint.claims_for("https://evil", AUDIENCE, "a"), sig_jwk), enc_pub
+                )
+            },
+        ),
+        (
+            "bad_audience",
+            {
+                "token": mint.encrypt(
+                    mint.sign(mint.claims_for(ISSUER, "api://other", "a"), sig_jwk), enc_pub
+                )
+            },
+        ),
+        (
+            "missing_claim",
+            {
+                "token": mint.encrypt(
+                    mint.sign({k: v for k, v in now_claims.items() if k != "sub"}, sig_jwk), enc_pub
+                )
+            },
+        ),
+        (
+            "invalid_claim",
+            {"token": mint.encrypt(mint.sign({**now_claims, "exp": "tomorrow"}, sig_jwk), enc_pub)},
+        ),
         ("insufficient_scope", {"token": good, "path": "/admin/x", "method": "POST"}),
         ("unknown_rule", {"token": good, "context": {"rule": "nope"}}),
-    ]  # fmt: skip
+    ]
     expected: Counter[tuple[str, str]] = Counter()
     for reason, call in script:
         token = call.pop("token", None)
@@ -118,8 +154,16 @@ def test_counts_are_exact_for_allows_and_every_deny_reason(
     expected[("deny", "internal_error")] += 1
 
     # encryption_required and not_ready come from two more apps in the same process
-    strict = App(config_mod.load(write_config(decryption={
-        "keys": [{"directory": str(key_dirs / "keys" / "decrypt")}], "required": True})))  # fmt: skip
+    strict = App(
+        config_mod.load(
+            write_config(
+                decryption={
+                    "keys": [{"directory": str(key_dirs / "keys" / "decrypt")}],
+                    "required": True,
+                }
+            )
+        )
+    )
     strict.start()
     try:
         assert strict.store.wait_ready(5)

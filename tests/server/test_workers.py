@@ -21,7 +21,7 @@ def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read().decode()
-    except (urllib.error.HTTPError) as e:
+    except urllib.error.HTTPError as e:
         return e.code, ""
     except OSError:
         return 0, ""
@@ -31,10 +31,15 @@ def test_two_workers_share_the_port_and_metrics_add_up(
     write_config: Callable[..., Path], mint_token: Callable[..., str]
 ) -> None:
     grpc_port, http_port = free_port(), free_port()
-    path = write_config(listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
-                        shutdown={"drain_seconds": 0.5, "grace_seconds": 2})  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "extauthz", "serve", "--config", str(path),
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    path = write_config(
+        listen={"grpc": f"127.0.0.1:{grpc_port}", "http": f"127.0.0.1:{http_port}"},
+        shutdown={"drain_seconds": 0.5, "grace_seconds": 2},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extauthz", "serve", "--config", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 30
@@ -45,12 +50,15 @@ def test_two_workers_share_the_port_and_metrics_add_up(
         token = mint_token()
         n = 40
         for _ in range(n):  # fresh channels: the kernel spreads connections over workers
-            assert check(f"127.0.0.1:{grpc_port}", {"authorization": f"Bearer {token}"})[
-                "decision"] == "allow"  # fmt: skip
+            assert (
+                check(f"127.0.0.1:{grpc_port}", {"authorization": f"Bearer {token}"})["decision"]
+                == "allow"
+            )
         status, text = get(base + "/metrics")
         assert status == 200
         match = re.search(r'extauthz_checks_total\{decision="allow",reason="ok"\} (\S+)', text)
-        assert match and float(match.group(1)) == n
+        assert match
+        assert float(match.group(1)) == n
         assert "extauthz_build_info" in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
