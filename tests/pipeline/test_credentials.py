@@ -79,6 +79,24 @@ def test_joined_headers_are_malformed_whatever_comes_first() -> None:
     assert extract_reason({"authorization": "Basic dXNlcg==, Bearer a.b.c"}) is Reason.MALFORMED
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: credentials._from_header refuses any ',' before the scheme check, so a single "
+    "Digest / AWS SigV4 authorization header (commas are its syntax) blocks the next source",
+)
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest username="u", realm="r", nonce="n", response="x"',
+        "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=c",
+    ],
+)
+def test_another_schemes_parameters_fall_through_to_the_next_source(value: str) -> None:
+    """Only a comma next to *our* scheme is ambiguity; other schemes are simply not ours."""
+    headers = {"authorization": value, "cookie": "access_token=c.c.c"}
+    assert extract(headers, sources=[BEARER, COOKIE]) == "c.c.c"
+
+
 def test_header_source_without_prefix_takes_the_whole_value() -> None:
     """A header source with no ``prefix`` reads the raw value (e.g. ``x-access-token``)."""
     source = TokenSourceConfig(header="x-access-token")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from extauthz.errors import STATUS, Reason
+from extauthz.errors import STATUS, ConfigError, Reason
 from extauthz.keys.keyset import KeyStore
 from extauthz.keys.sources.static import StaticSource
 from extauthz.pipeline.decision import Decision, Denials, header_value
@@ -158,6 +158,51 @@ def test_every_unfilled_claim_header_is_removed(rendered: Decision) -> None:
 def test_no_header_is_both_set_and_removed(rendered: Decision) -> None:
     """``headers_to_remove`` is applied after ``headers`` in Envoy: never list one we set."""
     assert_allow_invariants(rendered)
+
+
+def _allow_or_refused_at_load(
+    new_env: NewEnv, kit: Kit, overrides: dict[str, Any], idp: dict[str, Any] | None = None
+) -> Decision | None:
+    """The allow for a valid token under this config, or None if the config is refused."""
+    try:
+        env = new_env(overrides, idp=idp)
+    except ConfigError:
+        return None
+    return env.check(sign(claims(), kit.sig_rsa))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: config accepts upstream.claims_header equal to a claims_to_headers header; "
+    "ClaimHeaders.render then sets that header twice (Envoy keeps the last: the claims blob)",
+)
+def test_claims_header_never_collides_with_a_claim_header(new_env: NewEnv, kit: Kit) -> None:
+    """A header is set at most once: a colliding ``claims_header`` is refused at load."""
+    decision = _allow_or_refused_at_load(
+        new_env, kit, {"upstream": {"claims_header": "x-auth-subject"}}
+    )
+    if decision is not None:
+        assert_allow_invariants(decision)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: config accepts a claim header named 'authorization'; with upstream.authorization "
+    "remove it is both set and removed (SPEC §9), with inner it is set twice",
+)
+@pytest.mark.parametrize("mode", ["remove", "inner"])
+def test_a_claim_header_cannot_target_the_authorization_header(
+    new_env: NewEnv, kit: Kit, mode: str
+) -> None:
+    """Never both set and removed, never set twice, whatever ``upstream.authorization`` says."""
+    decision = _allow_or_refused_at_load(
+        new_env,
+        kit,
+        {"upstream": {"authorization": mode}},
+        idp={"claims_to_headers": {"sub": "authorization"}},
+    )
+    if decision is not None:
+        assert_allow_invariants(decision)
 
 
 def test_header_value_unit_rules() -> None:
