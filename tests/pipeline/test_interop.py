@@ -34,9 +34,12 @@ from .support import (
     Kit,
     assert_allow_invariants,
     claims,
+    flip,
     header_of,
     jwk_dict,
     key,
+    replace_segment,
+    segments,
 )
 
 NewEnv = Callable[..., Env]
@@ -267,8 +270,6 @@ def test_rfc7515_examples_expire(joe_env: Env) -> None:
 
 def test_rfc7515_example_with_a_flipped_signature_bit_fails(joe_env: Env) -> None:
     """Control: the same vector with one signature bit changed is ``bad_signature``."""
-    from .support import flip, replace_segment, segments
-
     token = vectors.RFC7515_A2_RS256
     forged = replace_segment(token, 2, flip(segments(token)[2], 5))
     assert joe_env.check(forged).reason is Reason.BAD_SIGNATURE

@@ -15,6 +15,7 @@ from extauthz.errors import Reason, TokenError
 from extauthz.keys.keyset import DECRYPTION
 from extauthz.pipeline import tokens
 
+from .jose_raw import jwe_aes_kw, jwe_rsa_oaep
 from .support import (
     IDP,
     OTHER_ISSUER,
@@ -224,8 +225,6 @@ def test_crit_naming_an_absent_header_is_unsupported_crit() -> None:
 
 def test_unknown_crit_on_a_jwe_is_refused_before_decryption(env: Env, kit: Kit) -> None:
     """The JWE header's ``crit`` is checked before any key is touched."""
-    from .jose_raw import jwe_rsa_oaep
-
     header = {
         "alg": "RSA-OAEP-256",
         "enc": "A256GCM",
@@ -523,8 +522,6 @@ def _zip_jwe(kit: Kit, plaintext: bytes, zip_value: str = "DEF") -> str:
         token = cjwe.JWE(plaintext, protected=json.dumps(header))
         token.add_recipient(key_)
         return str(token.serialize(compact=True))
-    from .jose_raw import jwe_aes_kw
-
     compressed = zlib.compress(plaintext)[2:-4]
     return jwe_aes_kw(header, compressed, bare(kit.enc_oct[256]).raw_value, "A256GCM")
 
