@@ -67,6 +67,53 @@ SECRETS_RESOURCE = {
     "storageVersionHash": "S6u1pOWzb84=",
 }
 
+#: The slice of the OpenAPI v3 document kubectl reads: it finds Secret's PATCH and
+#: its ``fieldValidation`` parameter, so ``kubectl apply`` relies on server-side field
+#: validation (``fieldValidation=Strict``) instead of downloading a full schema.
+_GVK = {"group": "", "version": "v1", "kind": "Secret"}
+_QUERY = [
+    {"name": n, "in": "query", "schema": {"type": "string"}}
+    for n in ("dryRun", "fieldManager", "fieldValidation", "pretty")
+]
+OPENAPI_V1: dict[str, Any] = {
+    "openapi": "3.0.0",
+    "info": {"title": "Kubernetes", "version": "v1.37.0-fakekube"},
+    "paths": {
+        "/api/v1/namespaces/{namespace}/secrets": {
+            "post": {
+                "x-kubernetes-group-version-kind": _GVK,
+                "parameters": _QUERY,
+                "responses": {},
+            },
+        },
+        "/api/v1/namespaces/{namespace}/secrets/{name}": {
+            verb: {"x-kubernetes-group-version-kind": _GVK, "parameters": _QUERY, "responses": {}}
+            for verb in ("put", "patch")
+        },
+    },
+    "components": {
+        "schemas": {
+            "io.k8s.api.core.v1.Secret": {
+                "type": "object",
+                "x-kubernetes-group-version-kind": [_GVK],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "data": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "format": "byte"},
+                    },
+                    "stringData": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "immutable": {"type": "boolean"},
+                    "type": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+_OPENAPI_HASH = "fakekube1"
+
 NAMESPACES_RESOURCE = {
     "name": "namespaces",
     "singularName": "namespace",
@@ -455,6 +502,18 @@ class _Handler(BaseHTTPRequestHandler):
                 },
                 request,
             )
+        elif method == "GET" and path == "/openapi/v3":
+            self._send_json(
+                200,
+                {
+                    "paths": {
+                        "api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={_OPENAPI_HASH}"}
+                    }
+                },
+                request,
+            )
+        elif method == "GET" and path == "/openapi/v3/api/v1":
+            self._send_json(200, OPENAPI_V1, request)
         elif method == "GET" and path == "/apis":
             self._send_json(
                 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}, request
@@ -478,7 +537,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 self._collection(namespace, query, request)
             elif method == "POST":
-                obj = store.create(namespace, self._body(), dry_run=_dry_run(query))
+                body = _strict(query, self._body())
+                obj = store.create(namespace, body, dry_run=_dry_run(query))
                 self._send_json(201, obj, request)
             else:
                 raise _method_not_allowed(method)
@@ -495,12 +555,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             self._send_json(200, store.get(namespace, name), request)
         elif method == "PUT":
-            self._send_json(
-                200, store.update(namespace, name, self._body(), dry_run=dry_run), request
-            )
+            body = _strict(query, self._body())
+            self._send_json(200, store.update(namespace, name, body, dry_run=dry_run), request)
         elif method == "PATCH":
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             patch = self._body()
+            if isinstance(patch, dict):
+                _strict(query, patch)
             self._send_json(
                 200,
                 store.patch(namespace, name, _patcher(content_type, patch), dry_run=dry_run),
@@ -746,6 +807,31 @@ def _namespace(name: str) -> dict[str, Any]:
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
+
+
+_SECRET_FIELDS = frozenset(
+    {"apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"}
+)
+_META_FIELDS = frozenset(
+    {
+        "name", "generateName", "namespace", "labels", "annotations", "uid", "resourceVersion",
+        "creationTimestamp", "ownerReferences", "finalizers", "managedFields", "selfLink",
+        "generation", "deletionTimestamp", "deletionGracePeriodSeconds",
+    }
+)  # fmt: skip
+
+
+def _strict(query: Mapping[str, str], body: Any) -> Any:
+    """``fieldValidation=Strict``: an unknown field is a 400, as on a real server."""
+    if query.get("fieldValidation") != "Strict" or not isinstance(body, dict):
+        return body
+    unknown = [f for f in body if f not in _SECRET_FIELDS and not f.startswith("$")]
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        unknown += [f"metadata.{f}" for f in meta if f not in _META_FIELDS]
+    if unknown:
+        raise ApiError(400, "BadRequest", f'strict decoding error: unknown field "{unknown[0]}"')
+    return body
 
 
 def _dry_run(query: Mapping[str, str]) -> bool:

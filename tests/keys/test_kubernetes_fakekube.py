@@ -482,8 +482,7 @@ def test_kubectl_apply_and_delete(kube: FakeKube, kubectl: Any, tmp_path: Path) 
         "create", "secret", "generic", "extauthz-keys", f"--from-file=jwks.json={key_file}",
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
-    # the fake serves no OpenAPI document, so client-side schema validation is off
-    kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)
+    kubectl("apply", "-f", "-", stdin=manifest)
     assert kube.store.secret_data(NS, "extauthz-keys") == {"jwks.json": b'{"keys": []}'}
     rv = kube.store.resource_version
     key_file.write_text('{"keys": [1]}')
@@ -491,11 +490,24 @@ def test_kubectl_apply_and_delete(kube: FakeKube, kubectl: Any, tmp_path: Path) 
         "create", "secret", "generic", "extauthz-keys", f"--from-file=jwks.json={key_file}",
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
-    kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)  # a PATCH this time
+    kubectl("apply", "-f", "-", stdin=manifest)  # a PATCH this time
     assert kube.store.secret_data(NS, "extauthz-keys") == {"jwks.json": b'{"keys": [1]}'}
-    kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)  # unchanged: no new version
+    kubectl("apply", "-f", "-", stdin=manifest)  # unchanged: no new version
     assert kube.store.resource_version == rv + 1
     assert {r.method for r in kube.log()} >= {"GET", "POST", "PATCH"}
+    # kubectl validates server-side (it found fieldValidation in the OpenAPI v3 document)
+    writes = [r for r in kube.log() if r.method in ("POST", "PATCH")]
+    assert {r.query.get("fieldValidation") for r in writes} == {"Strict"}
+    typo = manifest.replace("metadata:", "metadata:\n  nmae: x")
+    refused = kubectl("apply", "-f", "-", stdin=typo, check=False)
+    assert refused.returncode == 1
+    assert 'unknown field "metadata.nmae"' in refused.stderr
+    kubectl("patch", "secret", "extauthz-keys", "--type=json",
+            "-p", '[{"op": "add", "path": "/data/k2.json", "value": "e30="}]')  # fmt: skip
+    kubectl(
+        "patch", "secret", "extauthz-keys", "--type=merge", "-p", '{"data": {"jwks.json": null}}'
+    )
+    assert kube.store.secret_data(NS, "extauthz-keys") == {"k2.json": b"{}"}
     kubectl("delete", "secret", "extauthz-keys")
     assert kube.store.list(NS, lambda o: True)[0] == []
 
