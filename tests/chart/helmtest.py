@@ -100,10 +100,21 @@ def kinds(manifests: list[dict[str, Any]]) -> list[str]:
     return sorted(m["kind"] for m in manifests)
 
 
+def config_text(manifests: list[dict[str, Any]]) -> str:
+    """The extauthz config file held by the one ConfigMap with a `config.yaml` key (the
+    dashboard ConfigMap, when enabled, is the other)."""
+    (data,) = (
+        m["data"]["config.yaml"]
+        for m in manifests
+        if m["kind"] == "ConfigMap" and "config.yaml" in m.get("data", {})
+    )
+    text: str = data
+    return text
+
+
 def config_of(manifests: list[dict[str, Any]]) -> dict[str, Any]:
     """The extauthz config file held by the ConfigMap, parsed."""
-    data = find(manifests, "ConfigMap")["data"]["config.yaml"]
-    parsed: dict[str, Any] = yaml.safe_load(data)
+    parsed: dict[str, Any] = yaml.safe_load(config_text(manifests))
     return parsed
 
 

@@ -27,6 +27,7 @@ from chart.helmtest import (
     VALUES_DIR,
     Helm,
     config_of,
+    config_text,
     find,
     kinds,
     validate_manifest,
@@ -101,7 +102,7 @@ def test_rendered_config_passes_extauthz_config_validate(
 ) -> None:
     """The ConfigMap's config file is accepted by `extauthz config validate`."""
     path = tmp_path / "config.yaml"
-    path.write_text(find(rendered(name), "ConfigMap")["data"]["config.yaml"], encoding="utf-8")
+    path.write_text(config_text(rendered(name)), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "extauthz", "config", "validate", str(path)],
         capture_output=True,
@@ -228,11 +229,11 @@ def test_termination_grace_period_exceeds_drain_plus_grace(
 def test_config_checksum_annotation_tracks_the_config(helm: Helm, rendered: Render) -> None:
     """checksum/config is the SHA-256 of the config file and changes with it."""
     manifests = rendered(None)
-    config_text = find(manifests, "ConfigMap")["data"]["config.yaml"]
+    config_file = config_text(manifests)
     annotation = find(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"][
         "checksum/config"
     ]
-    assert annotation == hashlib.sha256(config_text.rstrip("\n").encode()).hexdigest()
+    assert annotation == hashlib.sha256(config_file.rstrip("\n").encode()).hexdigest()
     changed = helm.template(extra=("--set", "config.logging.level=debug"))
     assert (
         find(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"][
@@ -398,12 +399,12 @@ def test_sidecar_container_included_by_a_host_chart(helm: Helm, sidecar_host: Pa
     assert extauthz["securityContext"]["readOnlyRootFilesystem"] is True
     assert {v["name"] for v in spec["volumes"]} == {"extauthz-config", "extauthz-tmp"}
     assert spec["serviceAccountName"] == find(manifests, "ServiceAccount")["metadata"]["name"]
-    config_text = find(manifests, "ConfigMap")["data"]["config.yaml"]
+    config_file = config_text(manifests)
     assert (
         host["spec"]["template"]["metadata"]["annotations"]["checksum/extauthz-config"]
-        == hashlib.sha256(config_text.rstrip("\n").encode()).hexdigest()
+        == hashlib.sha256(config_file.rstrip("\n").encode()).hexdigest()
     )
-    assert yaml.safe_load(config_text)["listen"]["grpc"] == "127.0.0.1:9001"
+    assert yaml.safe_load(config_file)["listen"]["grpc"] == "127.0.0.1:9001"
 
 
 # -- optional resources ------------------------------------------------------------------

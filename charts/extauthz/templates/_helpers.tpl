@@ -31,6 +31,21 @@ app.kubernetes.io/component: ext-authz
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The ConfigMap carrying the Grafana dashboard. */}}
+{{- define "extauthz.dashboardName" -}}
+{{- printf "%s-dashboard" (include "extauthz.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Service port Prometheus scrapes (/metrics); the ServiceMonitor names it too. */}}
+{{- define "extauthz.metricsPortName" -}}http-metrics{{- end }}
+
+{{/* A duration of the schema's form (`30s`, `500ms`, `1m`, `1h`) in milliseconds. */}}
+{{- define "extauthz.durationMs" -}}
+{{- $number := regexFind "^[0-9]+" . }}
+{{- $unit := trimPrefix $number . }}
+{{- mul (int64 $number) (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit) }}
+{{- end }}
+
 {{- define "extauthz.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "extauthz.fullname" .) .Values.serviceAccount.name }}
@@ -228,6 +243,10 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- fail (printf "extauthz: %s.enabled is not supported with mode: sidecar (the chart renders no Deployment or Service; configure it on the host workload)" $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- $monitor := $v.serviceMonitor }}
+{{- if and $monitor.enabled (gt (include "extauthz.durationMs" $monitor.scrapeTimeout | int64) (include "extauthz.durationMs" $monitor.interval | int64)) }}
+{{- fail (printf "extauthz: serviceMonitor.scrapeTimeout (%s) must not exceed serviceMonitor.interval (%s); Prometheus refuses such a scrape config" $monitor.scrapeTimeout $monitor.interval) }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail (printf "extauthz: autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
