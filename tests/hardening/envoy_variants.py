@@ -1,0 +1,188 @@
+"""Variants of the example Envoy bootstrap for the hardening tests (a helper, not tests).
+
+``examples/envoy/envoy.yaml`` is the product's documented bootstrap and has no
+placeholder for TLS to extauthz, for several extauthz endpoints, for active health
+checks or for retries of the Check call. Rather than fork it, these helpers render it
+exactly as the end-to-end tests do (:func:`envoy_harness.render_bootstrap`), load the
+YAML, and change only the ``extauthz`` cluster and the ext_authz filter's
+``grpc_service``:
+
+- :func:`add_mtls` — an ``UpstreamTlsContext`` with a client certificate, a trusted CA
+  and a pinned SAN (mTLS from Envoy to extauthz);
+- :func:`set_endpoints` — several extauthz replicas behind the one cluster;
+- :func:`add_health_checks` — gRPC health checking (``grpc.health.v1``), so a replica
+  that turns NOT_SERVING on SIGTERM leaves the load-balancing set;
+- :func:`add_check_retries` — ``grpc_service.retry_policy``: a Check refused or reset by
+  a replica that stopped accepting is retried on another host.
+
+:class:`VariantEnvoy` is :class:`envoy_harness.EnvoyProcess` started with the changed
+bootstrap (same readiness checks, same cleanup).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from envoy_harness import EnvoyProcess, render_bootstrap
+
+Bootstrap = dict[str, Any]
+
+
+def cluster(doc: Bootstrap, name: str = "extauthz") -> dict[str, Any]:
+    """The static cluster ``name`` of a bootstrap."""
+    for item in doc["static_resources"]["clusters"]:
+        if item["name"] == name:
+            found: dict[str, Any] = item
+            return found
+    raise KeyError(name)
+
+
+def ext_authz_filter(doc: Bootstrap) -> dict[str, Any]:
+    """The ``typed_config`` of the ext_authz HTTP filter of the ingress listener."""
+    listener = doc["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    for item in hcm["http_filters"]:
+        if item["name"] == "envoy.filters.http.ext_authz":
+            config: dict[str, Any] = item["typed_config"]
+            return config
+    raise KeyError("envoy.filters.http.ext_authz")
+
+
+def add_mtls(
+    doc: Bootstrap, *, cert_file: Path, key_file: Path, ca_file: Path, server_name: str
+) -> None:
+    """TLS from Envoy to extauthz: present ``cert_file``, trust ``ca_file``, pin the SAN.
+
+    ALPN ``h2`` because gRPC over TLS negotiates HTTP/2 (grpc-core refuses a TLS
+    connection without it).
+    """
+    cluster(doc)["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+            "UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(cert_file)},
+                        "private_key": {"filename": str(key_file)},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(ca_file)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": server_name}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def set_endpoints(doc: Bootstrap, ports: Sequence[int], host: str = "127.0.0.1") -> None:
+    """Point the extauthz cluster at one endpoint per port (round robin between them)."""
+    item = cluster(doc)
+    item["type"] = "STATIC"
+    item.pop("dns_lookup_family", None)
+    item["load_assignment"]["endpoints"] = [
+        {
+            "lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": host, "port_value": p}}}}
+                for p in ports
+            ]
+        }
+    ]
+
+
+def add_health_checks(doc: Bootstrap, interval: str = "0.1s") -> None:
+    """Active gRPC health checks on the extauthz cluster (service name of ext_authz)."""
+    cluster(doc)["health_checks"] = [
+        {
+            "timeout": "0.5s",
+            "interval": interval,
+            "no_traffic_interval": interval,
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": "envoy.service.auth.v3.Authorization"},
+        }
+    ]
+
+
+def add_check_retries(doc: Bootstrap, retries: int = 3) -> None:
+    """Retry a Check that a replica refused or reset, preferably on another host."""
+    ext_authz_filter(doc)["grpc_service"]["retry_policy"] = {
+        "retry_on": "connect-failure,refused-stream,reset,unavailable,cancelled",
+        "num_retries": retries,
+        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host."
+                    "previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+    }
+
+
+class VariantEnvoy(EnvoyProcess):
+    """:class:`EnvoyProcess` whose rendered bootstrap is changed by ``transform`` first."""
+
+    def __init__(
+        self, workdir: Path | None = None, *, transform: Callable[[Bootstrap], None],
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(workdir, **kwargs)
+        self._transform = transform
+
+    def __enter__(self) -> Self:
+        # EnvoyProcess.__enter__ with one difference: the bootstrap written is the
+        # example rendered, loaded, transformed and dumped again.
+        if self._workdir_arg is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="envoy-")
+            self.workdir = Path(self._tmp.name)
+        else:
+            self.workdir = self._workdir_arg
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.bootstrap_path = self.workdir / "envoy.yaml"
+        self.log_path = self.workdir / "envoy.log"
+        self._values.setdefault("ACCESS_LOG_PATH", str(self.workdir / "access.log"))
+        self.access_log_path = Path(str(self._values["ACCESS_LOG_PATH"]))
+        doc = yaml.safe_load(render_bootstrap(**self._values))
+        transformed = copy.deepcopy(doc)
+        self._transform(transformed)
+        self.bootstrap_path.write_text(yaml.safe_dump(transformed, sort_keys=False))
+        admin_address_path = self.workdir / "admin.address"
+        admin_address_path.unlink(missing_ok=True)
+        try:
+            self._start(admin_address_path)
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def stat(self, name: str) -> int:
+        """One counter or gauge from the admin ``/stats`` (0 when absent)."""
+        body = self.admin_get(f"/stats?filter=^{name}$").decode()
+        for line in body.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+
+def limit_requests_per_connection(doc: Bootstrap, requests: int) -> None:
+    """Make Envoy open a new connection (a new TLS handshake) every ``requests`` Checks."""
+    options = cluster(doc)["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    options["common_http_protocol_options"] = {"max_requests_per_connection": requests}
