@@ -246,9 +246,7 @@ def tls_app(write_config: Callable[..., Path], mounted: MountedTls) -> Iterator[
 
 
 @pytest.fixture
-def envoy(
-    tmp_path: Path, tls_app: App, envoy_client: dict[str, Path]
-) -> Iterator[VariantEnvoy]:
+def envoy(tmp_path: Path, tls_app: App, envoy_client: dict[str, Path]) -> Iterator[VariantEnvoy]:
     def transform(doc: Bootstrap) -> None:
         add_mtls(doc, cert_file=envoy_client["cert"], key_file=envoy_client["key"],
                  ca_file=envoy_client["trust"], server_name=SERVER_NAME)  # fmt: skip
@@ -264,7 +262,9 @@ def envoy(
 # -- tests -----------------------------------------------------------------------------
 
 
-def test_envoy_gets_decisions_over_mtls(envoy: VariantEnvoy, mint_token: Callable[..., str]) -> None:
+def test_envoy_gets_decisions_over_mtls(
+    envoy: VariantEnvoy, mint_token: Callable[..., str]
+) -> None:
     """Allow and deny through Envoy, with the Check carried over an mTLS connection."""
     status, _, body = http_get(envoy.url + "/orders/1", {"authorization": f"Bearer {mint_token()}"})
     assert status == 200, envoy.explain()
@@ -303,7 +303,9 @@ def test_certificate_rotation_under_traffic_fails_no_request(
         handshakes_before = envoy.stat("cluster.extauthz.ssl.handshake")
         leaf = ca.issue_cert(SERVER_NAME)
         mounted.publish(leaf, [ca])
-        assert wait_for(lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3)
+        assert wait_for(
+            lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3
+        )
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 60, 15)
     assert first != serial(leaf)
@@ -326,7 +328,9 @@ def test_ca_rotation_in_the_documented_order_fails_no_request(
         assert wait_for(lambda: traffic.total >= 30, 10)
         leaf = new_ca.issue_cert(SERVER_NAME)
         mounted.publish(leaf, [ca, new_ca])
-        assert wait_for(lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3)
+        assert wait_for(
+            lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3
+        )
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 60, 15)
         assert direct_check(tls_app.grpc_port, both, new_ca.issue_cert("c.test")) == "answered"
