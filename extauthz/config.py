@@ -561,6 +561,24 @@ def _section(root: _Node, key: str, build: Callable[[_Node], T]) -> T:
     return result
 
 
+def _check_header_names(config: Config) -> None:
+    """Headers we set upstream never collide with credentials or with each other:
+    a header both set and removed, or set twice, is ambiguous for Envoy (SPEC §9)."""
+    credentials = {"authorization", "cookie"} | {
+        s.header for s in config.token.sources if s.header
+    }
+    claims_header = config.upstream.claims_header
+    for index, provider in enumerate(config.providers):
+        for claim, header in provider.claims_to_headers:
+            where = f"providers[{index}].claims_to_headers.{claim}"
+            if header in credentials:
+                raise ConfigError(where, f"{header!r} carries credentials; pick another header")
+            if header == claims_header:
+                raise ConfigError("upstream.claims_header", f"{header!r} is also a claim header")
+    if claims_header in credentials:
+        raise ConfigError("upstream.claims_header", f"{claims_header!r} carries credentials")
+
+
 def parse(data: Any, base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed YAML document into a :class:`Config`."""
     root = _Node(data if data is not None else {}, "")
@@ -690,6 +708,7 @@ def parse(data: Any, base_dir: Path, source: Path | None = None) -> Config:
         source=source,
     )
     root.done()
+    _check_header_names(config)
     if config.decryption.required and not config.decryption.keys:
         raise ConfigError("decryption.keys", "decryption.required needs at least one key source")
     if not providers:

@@ -71,6 +71,7 @@ def sign(
     protected = {"alg": alg, "typ": "JWT", "kid": k.kid, **(header or {})}
     payload = json.dumps(dict(claims), separators=(",", ":")).encode()
     registry = JWSRegistry(algorithms=[alg])
+    registry.algorithms = _algorithms.jws_models()
     return jws.serialize_compact(protected, payload, k.jwk, registry=registry)
 
 

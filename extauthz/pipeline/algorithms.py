@@ -10,6 +10,7 @@ type is never even handed to the crypto (e.g. an RSA public key for ``HS256``).
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -146,6 +147,23 @@ class JWEPolicy:
         self.registry.algorithms = algorithms
 
 
+def jws_models() -> dict[str, Any]:
+    """A private copy of joserfc's JWS algorithm table, without deprecation warnings.
+
+    joserfc warns on every ``EdDSA`` use (RFC 9864 prefers ``Ed25519``); SPEC §2 lists
+    ``EdDSA`` as a default, and a warning per Check would flood stderr (or, under
+    ``-W error``, deny every EdDSA token). The policy is ours: the allow-list decides.
+    """
+    table: Any = JWSRegistry.algorithms
+    models: dict[str, Any] = {}
+    for name, model in table.items():
+        if getattr(model, "security_warning", None):
+            model = copy.copy(model)
+            model.security_warning = None
+        models[name] = model
+    return models
+
+
 class JWSPolicy:
     """One provider's signature allow-list and registry, built once."""
 
@@ -154,6 +172,7 @@ class JWSPolicy:
         self.registry = JWSRegistry(
             algorithms=list(provider.algorithms), strict_check_header=False
         )
+        self.registry.algorithms = jws_models()
 
 
 def all_names(*groups: Iterable[str]) -> frozenset[str]:

@@ -50,7 +50,7 @@ def validate(claims: Mapping[str, Any], provider: ProviderConfig, now: float) ->
     """
     leeway = provider.leeway_seconds
     for name in provider.required_claims:
-        if name not in claims:
+        if claims.get(name) is None:  # JSON null is as good as absent
             raise TokenError(Reason.MISSING_CLAIM, f"{name} is missing")
     exp = _date(claims, "exp")
     if exp is None:

@@ -45,11 +45,16 @@ def _from_header(request: CheckInput, source: TokenSourceConfig) -> str | None:
     if len(values) > 1:
         raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
     value = values[0]
-    if "," in value:
-        # Envoy joins repeated headers with ","; a JWT never contains one. Checked before
-        # the scheme, so "Basic x, Bearer <jwt>" is ambiguous, not "no token".
-        raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
     prefix = source.prefix or ""
+    if "," in value:
+        # Envoy joins repeated headers with ","; a JWT never contains one. If any part
+        # is ours ("Basic x, Bearer <jwt>"), that is ambiguity: deny. A header of some
+        # other scheme with commas in its syntax (Digest, SigV4) is simply not ours.
+        parts = [p.strip() for p in value.split(",")]
+        scheme = prefix.rstrip().lower()
+        if not scheme or any(p[: len(scheme)].lower() == scheme for p in parts):
+            raise TokenError(Reason.MALFORMED, f"{source.header} header repeated")
+        return None
     if prefix:
         if value[: len(prefix)].lower() != prefix.lower():
             return None

@@ -163,8 +163,11 @@ class Evaluator:
         if not self.keys.ready:
             return self.denials.deny(Reason.NOT_READY, policy.DEFAULT), ""
         ring = self.keys.ring
+        path = request.route_path
+        if path is None:
+            return self.denials.deny(Reason.MALFORMED, policy.DEFAULT, "ambiguous path"), ""
         try:
-            rule = self.policy.select(request.method, request.path_only, request.context)
+            rule = self.policy.select(request.method, path, request.context)
         except PolicyError as error:
             log.error(  # noqa: TRY400 - a config mistake, no traceback to show
                 "configuration_error", error="unknown rule in context_extensions",

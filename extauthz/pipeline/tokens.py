@@ -116,13 +116,18 @@ def parse_claims(payload: bytes) -> dict[str, Any]:
 
 def _candidates(
     keys: KeySet, kid: str | None, use: str, alg: str, ktys: tuple[str, ...],
-    limit: int,
+    limit: int, alias: str | None = None,
 ) -> list[Key]:
-    """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit."""
+    """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit.
+
+    ``alias``: a second ``alg`` value a key may declare for this use — a ``dir`` key
+    often declares the content algorithm it is the CEK for (RFC 7520 §5.6).
+    """
     pool = keys.by_kid(kid) if kid is not None else keys.keys
     fit = [
         k for k in pool
-        if k.kty in ktys and k.usable_for(use, alg)
+        if k.kty in ktys
+        and (k.usable_for(use, alg) or (alias is not None and k.usable_for(use, alias)))
         and (alg not in ES_CURVES or k.jwk.get("crv") == ES_CURVES[alg])
     ]  # fmt: skip
     return fit[:limit] if kid is None else fit
@@ -190,7 +195,7 @@ class TokenVerifier:
         kid = header.get("kid")
         keys = _candidates(
             ring.get(DECRYPTION), kid, "enc", alg, key_types_for_encryption(alg),
-            self.max_keys_tried,
+            self.max_keys_tried, alias=enc if alg == "dir" else None,
         )  # fmt: skip
         if not keys:
             raise TokenError(Reason.UNKNOWN_KID, "no decryption key fits")

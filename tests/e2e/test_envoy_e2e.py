@@ -235,3 +235,15 @@ def test_extauthz_down_gives_status_on_error(
     with EnvoyProcess(tmp_path / "down", extauthz_port=port, upstream_port=upstream.port) as proxy:
         assert http_get(proxy.url + "/orders", bearer(mint_token()))[0] == 503
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("path", ["/public/../admin/x", "//admin/x", "/%61dmin/x"])
+def test_path_tricks_do_not_escape_a_protected_rule(
+    envoy: EnvoyProcess, upstream: EchoUpstream, path: str
+) -> None:
+    """An anonymous /public/ rule never covers a path that resolves under /admin/."""
+    from envoy_harness import http_request
+
+    status, _, _ = http_request("POST", envoy.url + path, [])
+    assert status == 401, envoy.explain()
+    assert upstream.requests == []

@@ -79,11 +79,6 @@ def test_joined_headers_are_malformed_whatever_comes_first() -> None:
     assert extract_reason({"authorization": "Basic dXNlcg==, Bearer a.b.c"}) is Reason.MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: credentials._from_header refuses any ',' before the scheme check, so a single "
-    "Digest / AWS SigV4 authorization header (commas are its syntax) blocks the next source",
-)
 @pytest.mark.parametrize(
     "value",
     [

@@ -171,11 +171,6 @@ def _allow_or_refused_at_load(
     return env.check(sign(claims(), kit.sig_rsa))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config accepts upstream.claims_header equal to a claims_to_headers header; "
-    "ClaimHeaders.render then sets that header twice (Envoy keeps the last: the claims blob)",
-)
 def test_claims_header_never_collides_with_a_claim_header(new_env: NewEnv, kit: Kit) -> None:
     """A header is set at most once: a colliding ``claims_header`` is refused at load."""
     decision = _allow_or_refused_at_load(
@@ -185,11 +180,6 @@ def test_claims_header_never_collides_with_a_claim_header(new_env: NewEnv, kit: 
         assert_allow_invariants(decision)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config accepts a claim header named 'authorization'; with upstream.authorization "
-    "remove it is both set and removed (SPEC §9), with inner it is set twice",
-)
 @pytest.mark.parametrize("mode", ["remove", "inner"])
 def test_a_claim_header_cannot_target_the_authorization_header(
     new_env: NewEnv, kit: Kit, mode: str

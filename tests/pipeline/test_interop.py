@@ -44,17 +44,7 @@ from .support import (
 
 NewEnv = Callable[..., Env]
 
-EDDSA_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: joserfc's EdDSA model carries a SecurityWarning ('deprecated via RFC 9864') "
-    "raised on every verification; algorithms.JWSPolicy does not silence it, so with warnings "
-    "as errors (this project's pytest config, python -W error) every EdDSA token is denied "
-    "internal_error, and otherwise the hot path writes a warning to stderr",
-)
-SIGNATURE_ALGS = [
-    pytest.param(alg, marks=EDDSA_BUG) if alg == "EdDSA" else alg
-    for alg in DEFAULT_SIGNATURE_ALGORITHMS
-]
+SIGNATURE_ALGS = list(DEFAULT_SIGNATURE_ALGORITHMS)
 KEY_ALGS = DEFAULT_KEY_ALGORITHMS
 CONTENT_ALGS = DEFAULT_CONTENT_ALGORITHMS
 _JWKS: dict[tuple[str, bool], cjwk.JWK] = {}
@@ -306,11 +296,6 @@ def test_rfc7520_dir_example_decrypts_with_its_key_unpinned(new_env: NewEnv) -> 
     assert plaintext == vectors.RFC7520_PLAINTEXT_5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (interop): a dir key declaring its content algorithm (alg: A128GCM, as RFC "
-    "7520 §5.6 publishes it) is never used, since tokens._candidates requires k.alg == 'dir'",
-)
 def test_rfc7520_dir_example_decrypts_with_its_key_as_published(new_env: NewEnv) -> None:
     """RFC 7520 §5.6's key says ``alg: A128GCM``: for ``dir`` that is the algorithm it serves."""
     env = new_env(decryption_keys=[key(vectors.RFC7520_KEY_5_6)])

@@ -116,21 +116,13 @@ def test_paths_are_matched_without_the_query_string(
     assert policy_env.check(token(kit), path=path).rule == rule
 
 
-PATH_CONFUSION_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rules match the raw path (request.CheckInput.path_only only cuts the query); "
-    "dot segments, doubled slashes and %-encoded letters reach a rule they escape, and the "
-    "example Envoy config does not set normalize_path / merge_slashes",
-)
-
-
 @pytest.mark.parametrize(
     ("method", "path", "with_token"),
     [
-        pytest.param("POST", "/public/../admin/users", False, marks=PATH_CONFUSION_BUG),
-        pytest.param("POST", "/public/%2e%2e/admin/users", False, marks=PATH_CONFUSION_BUG),
-        pytest.param("POST", "//admin/users", True, marks=PATH_CONFUSION_BUG),
-        pytest.param("POST", "/%61dmin/users", True, marks=PATH_CONFUSION_BUG),
+        pytest.param("POST", "/public/../admin/users", False),
+        pytest.param("POST", "/public/%2e%2e/admin/users", False),
+        pytest.param("POST", "//admin/users", True),
+        pytest.param("POST", "/%61dmin/users", True),
         pytest.param("POST", "/admin/users", True),
     ],
 )
@@ -345,3 +337,13 @@ def test_context_scopes_keep_an_anonymous_rule_anonymous(policy_env: Env) -> Non
     """Adding scopes does not turn an anonymous route into a protected one for no token."""
     decision = policy_env.check(path="/public/x", context={"scopes": "extra"})
     assert (decision.allowed, decision.reason) == (True, Reason.ANONYMOUS)
+
+
+@pytest.mark.parametrize("path", ["/public%2F..%2Fadmin/users", "/public/a%5Cb", "/a\\b", "/%zz"])
+def test_a_path_whose_meaning_depends_on_the_upstream_is_denied(
+    policy_env: Env, kit: Kit, path: str
+) -> None:
+    """Encoded slashes/backslashes and broken %-encoding are denied ``malformed``."""
+    decision = policy_env.check(token(kit), path=path)
+    assert not decision.allowed
+    assert decision.reason.value == "malformed"
