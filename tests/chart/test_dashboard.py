@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import re
 from pathlib import Path
@@ -25,16 +23,11 @@ from typing import Any
 import pytest
 from chart.helmtest import CHART
 from chart.promql import Selector, check, parse, walk
-from prometheus_client.metrics import MetricWrapperBase
-
-from extauthz import metrics
+from chart.series import SERIES, family
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 DASHBOARD_FILE = CHART / "dashboards" / "extauthz.json"
 
-#: labels Prometheus (via the chart's ServiceMonitor) attaches to every scraped series
-TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "container",
-                           "endpoint"})  # fmt: skip
 #: the variables every selector must honour, as `label=~"$label"`
 FILTER_VARIABLES = ("namespace", "job")
 #: Grafana's own variables, usable in any query
@@ -42,64 +35,6 @@ GRAFANA_BUILTINS = frozenset({"__rate_interval", "__interval", "__range", "__int
 
 SUPPORTED_PANELS = frozenset({"row", "timeseries", "stat"})
 GRID_COLUMNS = 24
-
-
-def _info_keys(function: Any) -> frozenset[str]:
-    """Keys of the dict literal passed to ``<Info>.info(...)`` in ``function``'s source."""
-    tree = ast.parse(inspect.getsource(function).strip())
-    keys = {
-        key.value
-        for call in ast.walk(tree)
-        if isinstance(call, ast.Call)
-        and isinstance(call.func, ast.Attribute)
-        and call.func.attr == "info"
-        for arg in call.args
-        if isinstance(arg, ast.Dict)
-        for key in arg.keys
-        if isinstance(key, ast.Constant) and isinstance(key.value, str)
-    }
-    assert keys, f"{function.__name__}: no .info({{...}}) call with literal keys"
-    return frozenset(keys)
-
-
-def exported_series() -> dict[str, frozenset[str]]:
-    """Series name -> labels, for every metric extauthz/metrics.py defines.
-
-    prometheus_client has no public accessor for a metric's label names, so this reads
-    the wrapper's ``_name``/``_type``/``_labelnames``; the Info's keys come from
-    ``set_build_info``, the one place that sets them.
-    """
-    series: dict[str, frozenset[str]] = {}
-    for value in vars(metrics).values():
-        if not isinstance(value, MetricWrapperBase):
-            continue
-        name, kind = value._name, value._type
-        labels = frozenset(value._labelnames) | TARGET_LABELS
-        if kind == "counter":
-            series[f"{name}_total"] = labels
-        elif kind == "gauge":
-            series[name] = labels
-        elif kind == "histogram":
-            series[f"{name}_bucket"] = labels | {"le"}
-            series[f"{name}_count"] = labels
-            series[f"{name}_sum"] = labels
-        elif kind == "summary":
-            series[name] = labels | {"quantile"}
-            series[f"{name}_count"] = labels
-            series[f"{name}_sum"] = labels
-        elif kind == "info":
-            series[f"{name}_info"] = labels | _info_keys(metrics.set_build_info)
-        else:
-            raise AssertionError(f"{name}: metric type {kind} has no naming rule here")
-    return series
-
-
-SERIES = exported_series()
-
-
-def _family(series: str) -> str:
-    """The metric a series belongs to (its name without the type's suffix)."""
-    return re.sub(r"_(total|bucket|count|sum|info)$", "", series)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -136,39 +71,6 @@ QUERY_IDS = [name for name, _ in QUERIES]
 def variables() -> dict[str, dict[str, Any]]:
     """The dashboard's template variables by name."""
     return {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-
-
-# -- the series catalog agrees with the real client --------------------------------------
-
-
-def test_the_naming_rules_match_what_prometheus_client_exposes() -> None:
-    """Each `# TYPE` family of the live exposition maps onto the catalog's series."""
-    exposed = {}
-    for line in metrics.exposition().decode().splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            exposed[name] = kind
-    expected: set[str] = set()
-    for name, kind in exposed.items():
-        if name.endswith("_created"):
-            continue  # creation timestamps: not something a dashboard reads
-        if kind == "histogram":
-            expected |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
-        else:
-            expected.add(name)
-    assert expected == set(SERIES)
-
-
-def test_the_catalog_covers_the_metrics_of_spec_section_7() -> None:
-    """SPEC §7's metrics, with their labels, are in the catalog."""
-    own = {name: labels - TARGET_LABELS for name, labels in SERIES.items()}
-    assert own["extauthz_checks_total"] == {"decision", "reason"}
-    assert own["extauthz_check_duration_seconds_bucket"] == {"le"}
-    assert own["extauthz_keys"] == {"source", "use"}
-    assert own["extauthz_key_reloads_total"] == {"source", "result"}
-    assert own["extauthz_key_source_up"] == {"source"}
-    assert own["extauthz_token_cache_total"] == {"result"}
-    assert own["extauthz_build_info"] == {"version"}
 
 
 # -- a valid, provisionable Grafana dashboard --------------------------------------------
@@ -309,11 +211,11 @@ def test_filter_variables_come_from_an_exported_series() -> None:
 def test_every_metric_of_metrics_py_is_on_a_panel() -> None:
     """Each metric family extauthz exports is read by at least one query."""
     read = {
-        _family(series)
+        family(series)
         for _, target in QUERIES
         for series in check(target["expr"], SERIES)[1].series
     }
-    assert {_family(series) for series in SERIES} <= read
+    assert {family(series) for series in SERIES} <= read
 
 
 def test_latency_panel_shows_p50_p90_p99_from_the_histogram() -> None:

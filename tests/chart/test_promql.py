@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from chart.promql import PromQLError, check, parse
-from chart.test_dashboard import SERIES
+from chart.series import SERIES
 
 SEL = 'namespace=~"$namespace", job=~"$job"'
 
