@@ -151,10 +151,10 @@ def test_410_on_every_watch_backs_off_instead_of_looping(
     kube.fail_requests(10_000, 410, lambda r: r.is_watch)
     since = time.monotonic()
     kube.close_watches()
-    time.sleep(2.0)
+    time.sleep(1.2)
     watches = [r for r in kube.log(since) if r.is_watch]
     # the first 410 relists at once; each further one waits out the backoff first
-    assert 3 <= len(watches) <= max_attempts(backoff, 2.0) + 1
+    assert 3 <= len(watches) <= max_attempts(backoff, 1.2) + 1
     assert all(r.is_list for r in kube.log(since) if not r.is_watch)
 
 
@@ -166,9 +166,9 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
     kube.watch_cap = 0.0  # e.g. a proxy that cuts long requests
     since = time.monotonic()
     kube.close_watches()
-    time.sleep(2.0)
+    time.sleep(1.2)
     watches = [r for r in kube.log(since) if r.is_watch]
-    assert 3 <= len(watches) <= max_attempts(backoff, 2.0) + 1
+    assert 3 <= len(watches) <= max_attempts(backoff, 1.2) + 1
 
 
 # -- errors, outages, restarts -------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
 def test_5xx_answers_are_retried_with_growing_delays(
     kube: FakeKube, ready: Any, recorder: Any, keys: Any
 ) -> None:
-    backoff = Backoff(initial=0.1, factor=2.0, cap=1.0)
+    backoff = Backoff(initial=0.05, factor=2.0, cap=0.5)
     ready(backoff=backoff)
     kube.fail_requests(4, 503, lambda r: r.is_watch)
     kube.close_watches()
@@ -197,7 +197,7 @@ def test_an_outage_costs_a_bounded_number_of_requests(
 ) -> None:
     backoff = Backoff(initial=0.1, factor=2.0, cap=0.8)
     ready(backoff=backoff)
-    seconds = 3.0
+    seconds = 2.0
     start = time.monotonic()
     kube.outage("drop")
     time.sleep(seconds)
