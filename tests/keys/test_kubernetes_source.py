@@ -418,3 +418,30 @@ def test_the_api_client_disables_hidden_transport_retries(kube: FakeKube) -> Non
         assert configuration.connection_pool_maxsize == 6
     finally:
         api.close()
+
+
+def test_a_parser_crash_on_one_entry_is_a_rejected_version_not_a_dead_source(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extauthz.keys.sources import kubernetes as module
+
+    real = module.parse_key_material
+
+    def flaky(data: bytes, origin: str) -> Any:
+        if origin.endswith("[poison.json]"):
+            raise TypeError("a bug in a parser")
+        return real(data, origin)
+
+    monkeypatch.setattr(module, "parse_key_material", flaky)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    source = make_source(["s"])
+    source.start(recorder)
+    recorder.wait_kids({"k1"})
+    assert kube.wait_for_watches(1)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2"), "poison.json": b"{}"})
+    assert recorder.wait(lambda r: r.failures)
+    assert isinstance(recorder.failures[0][1], KeyMaterialError)
+    assert recorder.kids == {"k1"}
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+    assert source.alive()

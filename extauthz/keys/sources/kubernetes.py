@@ -546,6 +546,10 @@ class KubernetesSource:
             except KeyMaterialError as exc:
                 errors.append(exc)
                 continue
+            except Exception:  # a parser bug on hostile data must not kill the watch
+                log.exception("kubernetes_entry_unparseable", secret=origin_prefix, entry=entry)
+                errors.append(KeyMaterialError(f"{origin}: unreadable key material"))
+                continue
             keys.extend(found)
             entries.add(entry)
         if errors:
