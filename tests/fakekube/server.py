@@ -24,7 +24,13 @@ Fault hooks, settable from tests while clients are connected: :meth:`FakeKube.cl
 :meth:`FakeKube.fail_requests` (the next N matching requests get a ``Status`` error),
 :meth:`FakeKube.outage` (``"refuse"``: stop listening; ``"drop"``: read each request,
 log it, close without answering), :meth:`FakeKube.recover`, :meth:`FakeKube.restart`
-(same port), and :meth:`SecretStore.compact` on :attr:`FakeKube.store`.
+(same port), :meth:`SecretStore.compact` on :attr:`FakeKube.store`, and the attributes
+``expired_as``, ``watch_cap`` (end every watch after N seconds, like a proxy) and
+``split_events`` (each event cut across two chunks, like a re-chunking proxy).
+
+``/openapi/v3`` serves the slice of the OpenAPI document that ``kubectl apply`` reads
+to choose server-side field validation, and ``fieldValidation=Strict`` rejects unknown
+fields, so plain ``kubectl apply`` / ``patch`` / ``delete`` work as against a cluster.
 
 Every request is recorded in :attr:`FakeKube.requests` (method, path, query, status).
 """
@@ -196,6 +202,8 @@ class FakeKube:
         self.expired_as = expired_as
         #: end every watch after at most this many seconds (a proxy's idle cut); None: off
         self.watch_cap: float | None = None
+        #: send each watch event in two chunks cut mid-line (a re-chunking proxy)
+        self.split_events = False
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._logged = threading.Condition(self._lock)
@@ -683,7 +691,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, event: Mapping[str, Any]) -> None:
         line = json.dumps(event).encode() + b"\n"
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+        parts = (
+            [line[: len(line) // 2], line[len(line) // 2 :]]
+            if self.server.fake.split_events
+            else [line]
+        )
+        for part in parts:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
 
     def _end(self) -> None:
         self.wfile.write(b"0\r\n\r\n")

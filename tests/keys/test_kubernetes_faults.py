@@ -292,3 +292,15 @@ def test_stop_is_prompt_during_a_stalled_watch(kube: FakeKube, ready: Any) -> No
     kube.stall_watches()
     time.sleep(0.1)
     _stopped_promptly(source)
+
+
+def test_events_split_across_chunks_are_reassembled(
+    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+) -> None:
+    ready()
+    kube.split_events = True  # a proxy that re-chunks the stream
+    kube.close_watches()
+    assert len(kube.wait_requests(lambda r: r.is_watch, count=2)) == 2
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1", "k2")})
+    recorder.wait_kids({"k1", "k2"})
+    assert not recorder.failures
