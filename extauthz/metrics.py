@@ -82,7 +82,11 @@ def record_check(decision: str, reason: str, seconds: float) -> None:
 def key_reload(source: str, result: str) -> None:
     """Count one key (re)load attempt of a source kind."""
     KEY_RELOADS.labels(source, result).inc()
-    KEY_SOURCE_UP.labels(source).set(1 if result == "success" else 0)
+
+
+def set_source_up(source: str, up: bool) -> None:
+    """1 when every source of this kind succeeded at its last load, else 0."""
+    KEY_SOURCE_UP.labels(source).set(1 if up else 0)
 
 
 def set_key_count(source: str, use: str, count: int) -> None:

@@ -133,6 +133,7 @@ class _Slot:
     keys: tuple[Key, ...] = ()
     loaded: bool = False
     use: str = "sig"
+    healthy: bool = False
 
 
 class _SlotSink:
@@ -227,6 +228,7 @@ class KeyStore:
             slot = self._slots[slot_id]
             slot.keys = keys
             slot.loaded = True
+            slot.healthy = True
             ring = self._rebuild()
             self._changed.notify_all()
         metrics.key_reload(slot.kind, "success")
@@ -243,7 +245,9 @@ class KeyStore:
 
     def _failed(self, slot_id: int, error: BaseException) -> None:
         slot = self._slots[slot_id]
+        slot.healthy = False
         metrics.key_reload(slot.kind, "error")
+        self._export_counts()
         log.error(
             "key_reload_failed",
             source=slot.description,
@@ -265,9 +269,13 @@ class KeyStore:
 
     def _export_counts(self) -> None:
         counts: dict[tuple[str, str], int] = {}
+        up: dict[str, bool] = {}
         with self._lock:
             for slot in self._slots:
                 label = (slot.kind, slot.use)
                 counts[label] = counts.get(label, 0) + len(slot.keys)
+                up[slot.kind] = up.get(slot.kind, True) and slot.healthy
         for (kind, use), count in counts.items():
             metrics.set_key_count(kind, use, count)
+        for kind, healthy in up.items():
+            metrics.set_source_up(kind, healthy)

@@ -105,10 +105,10 @@ class DirectorySource:
                 if name in self._good:
                     fresh[name] = self._good[name]
         self._good = fresh
+        if fresh or not errors:
+            if not fresh:
+                log.warning("directory_has_no_keys", path=str(self.path))
+            sink.publish([key for name in sorted(fresh) for key in fresh[name]])
+        # failures after the publish: the source stays "down" while a file is broken
         for error in errors:
             sink.failed(error)
-        if errors and not fresh:
-            return  # nothing usable and nothing to keep: stay not-loaded / unchanged
-        if not fresh:
-            log.warning("directory_has_no_keys", path=str(self.path))
-        sink.publish([key for name in sorted(fresh) for key in fresh[name]])
