@@ -209,3 +209,7 @@ def test_key_and_reload_metrics_follow_the_sources(
     (key_dirs / "keys" / "decrypt" / "broken.json").write_text("{")
     assert wait_for(lambda: scrape(app.http.port).get(errors, 0) > errors_before, 5)  # type: ignore[union-attr]
     assert scrape(app.http.port)[("extauthz_keys", (("source", "directory"), ("use", "enc")))] == 2
+    up = ("extauthz_key_source_up", (("source", "directory"),))
+    assert scrape(app.http.port)[up] == 0  # down while a file is broken
+    (key_dirs / "keys" / "decrypt" / "broken.json").unlink()
+    assert wait_for(lambda: scrape(app.http.port)[up] == 1, 5)  # type: ignore[union-attr]
