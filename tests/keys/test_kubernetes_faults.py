@@ -26,6 +26,8 @@ import pytest
 from fakekube import FakeKube
 from structlog.testing import capture_logs
 
+from extauthz import metrics
+from extauthz.errors import KeySourceError
 from extauthz.keys.keyset import DECRYPTION, KeyStore
 from extauthz.keys.sources.backoff import Backoff
 
@@ -304,3 +306,57 @@ def test_events_split_across_chunks_are_reassembled(
     kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1", "k2")})
     recorder.wait_kids({"k1", "k2"})
     assert not recorder.failures
+
+
+# -- health (extauthz_key_source_up) ---------------------------------------------------
+
+
+def source_up() -> float | None:
+    return metrics.REGISTRY.get_sample_value("extauthz_key_source_up", {"source": "kubernetes"})
+
+
+def test_an_outage_is_reported_once_and_recovery_restores_health(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    store = KeyStore()
+    source = make_source(["s"])
+    recorder.inner = store.attach(DECRYPTION, source)
+    source.start(recorder)
+    assert store.wait_ready(5)
+    assert kube.wait_for_watches(1)
+    assert source_up() == 1
+
+    kube.outage("drop")
+    assert len(kube.wait_requests(lambda r: r.note == "dropped", count=4)) >= 4
+    assert source_up() == 0
+    assert [type(e) for _, e in recorder.failures] == [KeySourceError]  # once, not per retry
+    published = len(recorder.published)
+
+    kube.recover()
+    assert eventually(lambda: source_up() == 1)
+    assert len(recorder.published) == published + 1  # same keys, published to say "up"
+    assert recorder.kids == {"k1"}
+
+
+def test_a_rejected_secret_keeps_the_source_down_until_fixed(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    kube.store.put_secret(NS, "a", {"jwks.json": keys.jwks("k1")})
+    kube.store.put_secret(NS, "b", {"jwks.json": keys.jwks("k2")})
+    store = KeyStore()
+    source = make_source(["a", "b"])
+    recorder.inner = store.attach(DECRYPTION, source)
+    source.start(recorder)
+    assert store.wait_ready(5)
+    assert kube.wait_for_watches(2)
+
+    kube.store.put_secret(NS, "a", {"jwks.json": b"{broken"})
+    assert eventually(lambda: source_up() == 0)
+    kube.store.put_secret(NS, "b", {"jwks.json": keys.jwks("k2", "k3")})  # b changes meanwhile
+    recorder.wait_kids({"k1", "k2", "k3"})
+    assert source_up() == 0  # a is still broken: published, then reported down again
+
+    kube.store.put_secret(NS, "a", {"jwks.json": keys.jwks("k1")})  # fixed, same keys as before
+    assert eventually(lambda: source_up() == 1)
+    assert recorder.kids == {"k1", "k2", "k3"}

@@ -33,6 +33,9 @@ Key semantics (SPEC §4):
 - The source publishes the union of the last good keys of all its Secrets, only when
   it changed, and for the first time only after every stream's first list succeeded.
   A deleted Secret (or one that stops matching the selector) takes its keys away.
+- Health (``extauthz_key_source_up``) follows the sink's last call: an API failure is
+  reported with ``failed`` once per outage of a stream, a rejected Secret keeps the
+  source down until fixed, and recovery publishes the keys again, changed or not.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from extauthz import metrics
 from extauthz.errors import KeyMaterialError, KeySourceError
 from extauthz.keys.keyset import KeySink
 from extauthz.keys.material import Key, parse_key_material
@@ -173,6 +175,7 @@ class _Stream:
     label_selector: str | None
     secrets: dict[str, _SecretState] = field(default_factory=dict)
     listed: bool = False
+    failing: bool = False  # its last API request failed (reported to the sink once)
     resource_version: str | None = None
     response: Any = None  # the open HTTP response, so stop() can cut it
     thread: threading.Thread | None = None
@@ -267,6 +270,7 @@ class KubernetesSource:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards streams' secrets, publishing, responses
         self._published: tuple[tuple[str, str, str], ...] | None = None
+        self._down = False  # the sink's last word from us was ``failed``
         self._crashed = False
 
     # -- KeySource -------------------------------------------------------------------
@@ -346,7 +350,7 @@ class KubernetesSource:
                 error = exc
             failures = 0 if result.progressed else failures + 1
             if error is not None:
-                metrics.KEY_SOURCE_UP.labels(self.kind).set(0)
+                self._stream_failed(stream, error)
             if failures == 0 or (expired and failures == 1):
                 # after progress, or at the first 410, go again at once: a retry that
                 # fails makes no progress, so the next one waits
@@ -410,6 +414,10 @@ class KubernetesSource:
                 _close(response)
                 raise _Stopped
             stream.response = response
+            if stream.failing:  # the API answers again
+                stream.failing = False
+                log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
+                self._publish_locked()
         return response
 
     def _done(self, stream: _Stream, response: Any) -> None:
@@ -431,7 +439,6 @@ class KubernetesSource:
             raise KeySourceError("list answer is not a SecretList") from exc
         finally:
             self._done(stream, response)
-        metrics.KEY_SOURCE_UP.labels(self.kind).set(1)
         with self._lock:
             present = set()
             for name, item_rv, data in items:
@@ -493,7 +500,6 @@ class KubernetesSource:
                 resource_version = str(obj["metadata"]["resourceVersion"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _Resync("malformed watch event") from exc
-        metrics.KEY_SOURCE_UP.labels(self.kind).set(1)
         if kind == "ERROR":
             if code == 410:
                 raise _Expired
@@ -574,12 +580,39 @@ class KubernetesSource:
         if stream.secrets.pop(name, None) is not None:
             log.info("kubernetes_secret_removed", secret=f"{self.namespace}/{name}")
 
+    # -- reporting to the sink (under self._lock) ----------------------------------------
+    #
+    # The store reads a source's health from its last call: ``publish`` is up, ``failed``
+    # is down. So: an API failure is reported once per outage of a stream; a publish made
+    # while something is still broken is followed by ``failed``; and once nothing is
+    # broken any more, the keys are published again even if unchanged, to say so.
+
     def _failed(self, error: BaseException) -> None:
+        self._down = True
         if self._sink is not None:
             self._sink.failed(error)
 
+    def _stream_failed(self, stream: _Stream, error: KeySourceError) -> None:
+        with self._lock:
+            if not stream.failing:
+                stream.failing = True
+                self._failed(error)
+
+    def _broken_locked(self) -> str | None:
+        """What is broken now (an API failure or a rejected Secret), if anything."""
+        failing = [s.label for s in self._streams if s.failing]
+        rejected = [
+            name for s in self._streams for name, state in s.secrets.items() if state.rejected
+        ]
+        if failing:
+            return f"API unreachable for {', '.join(failing)}"
+        if rejected:
+            return f"invalid Secret(s) {', '.join(sorted(rejected))}; last good keys kept"
+        return None
+
     def _publish_locked(self) -> None:
-        """Publish the union of every Secret's keys if it changed (and every stream listed)."""
+        """Publish the union of every Secret's keys when it changed, or when the source
+        recovered (nothing is broken any more); only once every stream has listed."""
         if self._sink is None or not all(s.listed for s in self._streams):
             return
         keys = [
@@ -588,17 +621,20 @@ class KubernetesSource:
             for name in sorted(stream.secrets)
             for key in stream.secrets[name].keys
         ]
-        if self._published is None and not keys:
-            rejected = any(state.rejected for s in self._streams for state in s.secrets.values())
-            if rejected:
-                return  # nothing usable yet, only errors: stay not ready (fail closed)
+        broken = self._broken_locked()
+        if self._published is None and not keys and broken:
+            return  # nothing usable yet, only errors: stay not ready (fail closed)
         signature = tuple((key.origin, key.thumbprint, key.kid) for key in keys)
-        if signature == self._published:
+        recovered = self._down and broken is None
+        if signature == self._published and not recovered:
             return
         if not keys:
             log.warning("kubernetes_no_keys", source=self.description)
         self._published = signature
+        self._down = False
         self._sink.publish(keys)
+        if broken is not None:
+            self._failed(KeySourceError(f"{self.description}: {broken}"))
 
 
 #: what a broken, reset, timed-out or cut connection raises while a request runs
