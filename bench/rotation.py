@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=10.0, help="seconds of API outage")
     args = parser.parse_args()
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(40)  # errors only: keep output clean
+        wrapper_class=structlog.make_filtering_bound_logger(50)  # the table only (the outage logs)
     )
 
     print(f"generating {args.rotations + 2} RSA-2048 keys...", file=sys.stderr)
