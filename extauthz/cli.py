@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from extauthz import __version__
-from extauthz.errors import ConfigError, KeyMaterialError
+from extauthz.errors import ConfigError, KeyMaterialError, KeySourceError
 
 EXIT_ALLOW, EXIT_DENY, EXIT_ERROR = 0, 1, 2
 
@@ -167,12 +167,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run_workers(config, workers)
     from extauthz.server.app import App
 
-    if args.worker:
-        from extauthz.server.workers import worker_ready_file
+    try:
+        if args.worker:
+            from extauthz.server.workers import worker_ready_file
 
-        app = App(config, reuse_port=True, serve_http=False, ready_file=worker_ready_file())
-        return app.run()
-    return App(config).run()
+            app = App(config, reuse_port=True, serve_http=False, ready_file=worker_ready_file())
+        else:
+            app = App(config)
+    except (ConfigError, KeySourceError) as exc:
+        print(f"extauthz serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return app.run()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ then match it, and the key is still addressable when a token names it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -185,6 +186,20 @@ def key_from_pem(data: bytes, origin: str) -> Key:
 
 
 def parse_key_material(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
+    """Bytes of a JWK, a JWKS or a PEM key -> keys (memoized; see :func:`_parse`).
+
+    Importing an RSA private key costs tens of milliseconds (the key is validated), and
+    a rotation re-reads every entry of a Secret: unchanged bytes are not parsed again.
+    """
+    return list(_parse(bytes(data), origin, strict))
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(data: bytes, origin: str, strict: bool) -> tuple[Key, ...]:
+    return tuple(_parse_uncached(data, origin, strict=strict))
+
+
+def _parse_uncached(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
     """Bytes of a JWK, a JWKS or a PEM key -> keys.
 
     ``strict``: one bad key in a JWKS makes the whole document invalid (the source
