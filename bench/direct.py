@@ -80,8 +80,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="per workload")
     parser.add_argument("--concurrency", type=int, default=16, help="Checks in flight")
     parser.add_argument("--workers", type=int, default=1, help="extauthz --workers")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="priority of the benchmark and its servers (root: -10)"
+    )
     parser.add_argument("--bare-n", type=int, default=400, help="tokens for the joserfc loop")
     args = parser.parse_args()
+    h.prioritise(args.nice)
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
                            "rows": {}, "baselines": {}}  # fmt: skip
     rows = out["rows"]

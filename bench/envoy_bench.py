@@ -93,8 +93,12 @@ def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
                     "address": "127.0.0.1", "port_value": authz_port}}}},
             ]}]},
         })  # fmt: skip
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": _T + "filters.http.router.v3.Router"}})
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+        }
+    )
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -139,9 +143,10 @@ def envoy(work: Path, name: str, config: dict[str, Any]) -> Iterator[tuple[h.Ser
         while True:
             if proc.poll() is not None:
                 raise RuntimeError("envoy exited:\n" + (work / f"envoy-{name}.log").read_text())
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{admin}/ready", timeout=1
-            ) as r:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r,
+            ):
                 if r.status == 200:
                     break
             if time.monotonic() > deadline:
@@ -202,8 +207,11 @@ def run_variant(args: argparse.Namespace, work: Path, name: str, mode: str,
             "server": " ".join(Path(c).name if i < 2 else c
                                for i, c in enumerate(authz.command)) if authz else "",
         }  # fmt: skip
-    print(f"  {sat.rps:,.0f} req/s; at {args.rate:g}/s p50 {fixed.p50_ms:.2f} ms "
-          f"p99 {fixed.p99_ms:.2f} ms", flush=True)
+    print(
+        f"  {sat.rps:,.0f} req/s; at {args.rate:g}/s p50 {fixed.p50_ms:.2f} ms "
+        f"p99 {fixed.p99_ms:.2f} ms",
+        flush=True,
+    )
     return row
 
 
@@ -215,10 +223,18 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=6, help="fixed-rate duration")
     parser.add_argument("--fixed-connections", type=int, default=16,
                         help="connections of the fixed-rate generator")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="interleaved rounds; the least disturbed one is reported")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="interleaved rounds; the least disturbed one is reported",
+    )
+    parser.add_argument(
+        "--nice", type=int, default=0, help="priority of the benchmark and its servers (root: -10)"
+    )
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     args = parser.parse_args()
+    h.prioritise(args.nice)
     loadgen.ensure_wrk()
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
                            "rows": {}}  # fmt: skip

@@ -118,8 +118,12 @@ def main() -> None:
     parser.add_argument("--entries", default="10000,100000", help="cache sizes to fill")
     parser.add_argument("--keys", type=int, default=100, help="keys for the start-up time")
     parser.add_argument("--repeat", type=int, default=3, help="starts per start-up figure")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="priority of the benchmark and its servers (root: -10)"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
+    h.prioritise(args.nice)
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
                            "memory": [], "startup": []}  # fmt: skip
     with h.scratch("extauthz-memory-") as work:
