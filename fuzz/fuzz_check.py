@@ -1,0 +1,211 @@
+"""Coverage-guided fuzz target for the whole Check pipeline (atheris / libFuzzer).
+
+One input -> one Check through ``Evaluator._check`` (the method *without* the
+catch-all, so an unexpected exception is a crash that libFuzzer reports and saves).
+The first byte picks how the rest is read:
+
+- 0: the raw ``authorization`` header value (latin-1);
+- 1: ``Bearer `` + the rest;
+- 2: a valid token minted at start-up (JWE RSA-OAEP-256, JWE dir, JWE ECDH-ES+A128KW,
+  JWE with ``zip: DEF`` around an ES256 JWS, JWS RS256), edited at positions and with characters the input
+  chooses — the fuzzer explores the parser *around* valid structure;
+- 3: a request: header pairs (raw ``header_map`` form or the joined map), method, path
+  and ``context_extensions``, all from the input.
+
+Invariants (a violation raises, i.e. a crash): no exception escapes ``_check``; an
+allow only for a start-up token given unchanged (blanks around it aside); at most
+``CPU_BUDGET`` seconds of thread CPU per Check (GC excluded).
+
+Run (atheris 3.0 installs from PyPI on CPython 3.11 here; libFuzzer flags pass through)::
+
+    .venv/bin/pip install atheris
+    mkdir -p fuzz/corpus
+    .venv/bin/python fuzz/fuzz_check.py fuzz/corpus -max_len=20000 -max_total_time=600
+
+``-runs=N`` for a fixed number of inputs; crashes land in ``crash-*`` files, replay one
+with ``.venv/bin/python fuzz/fuzz_check.py crash-<sha>``. Without atheris the same
+target runs on random inputs (no coverage guidance)::
+
+    .venv/bin/python fuzz/fuzz_check.py --random 100000
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+try:
+    import atheris
+except ImportError:  # the --random fallback needs nothing beyond the product
+    atheris = None
+
+#: thread CPU seconds one Check may cost (see tests/hardening/test_fuzz_pipeline.py)
+CPU_BUDGET = 0.25
+ISSUER = "https://idp.fuzz.test"
+AUDIENCE = "api://fuzz"
+ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \t,;\"\\%\x00"
+
+
+def _imports() -> dict[str, Any]:
+    """Product modules (instrumented for coverage when atheris runs)."""
+    from extauthz import mint
+    from extauthz.config import parse
+    from extauthz.errors import Reason, TokenError
+    from extauthz.keys.keyset import DECRYPTION, KeyStore, provider_purpose
+    from extauthz.keys.sources.static import StaticSource
+    from extauthz.pipeline import credentials
+    from extauthz.pipeline.evaluate import Evaluator
+    from extauthz.pipeline.request import CheckInput
+
+    return {name: value for name, value in locals().items()}
+
+
+if atheris is not None:
+    with atheris.instrument_imports(include=["extauthz", "joserfc"]):
+        M = _imports()
+else:
+    M = _imports()
+
+
+class Target:
+    """The pipeline under test, its keys and its valid tokens."""
+
+    def __init__(self) -> None:
+        mint = M["mint"]
+        now = time.time()
+        enc_rsa = mint.generate_jwk("enc", "RSA-OAEP-256", "enc-rsa")
+        enc_oct = mint.generate_jwk("enc", "dir", "enc-dir")
+        enc_ec = mint.generate_jwk("enc", "ECDH-ES+A128KW", "enc-ec")
+        sig_rsa = mint.generate_jwk("sig", "RS256", "sig-rsa")
+        sig_ec = mint.generate_jwk("sig", "ES256", "sig-ec")
+        config = M["parse"](
+            {
+                "apiVersion": "extauthz/v1",
+                "decryption": {"keys": [{"directory": "./unused"}], "zip_max_bytes": 4096},
+                "providers": [{
+                    "name": "idp", "issuer": ISSUER, "audiences": [AUDIENCE],
+                    "keys": [{"directory": "./unused"}],
+                    "claims_to_headers": {"sub": "x-auth-subject", "roles": "x-auth-roles"},
+                }],
+                "upstream": {"claims_header": "x-auth-claims", "strip_header_prefixes": ["x-auth-"]},
+                "rules": [
+                    {"name": "public", "path_prefix": "/public/", "anonymous": True},
+                    {"name": "admin", "path_prefix": "/admin/", "require_scopes": ["admin"]},
+                    {"name": "regex", "path_regex": "^/r/[0-9]+$", "methods": ["POST"]},
+                ],
+            },
+            ROOT,
+        )  # fmt: skip
+        store = M["KeyStore"]()
+        keys = {
+            M["DECRYPTION"]: [mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec)],
+            M["provider_purpose"]("idp"): [mint.import_key(k) for k in (sig_rsa, sig_ec)],
+        }
+        for purpose, items in keys.items():
+            store.attach(purpose, M["StaticSource"](items, purpose)).publish(items)
+        self.evaluator = M["Evaluator"](config, store, clock=lambda: now)
+        self.config = config
+        claims = mint.claims_for(ISSUER, AUDIENCE, "fuzz-user", ttl=3600, now=now,
+                                 extra={"roles": ["r1", "r2"], "scope": "read"})  # fmt: skip
+        inner = mint.sign(claims, sig_rsa)
+        self.seeds = [
+            mint.encrypt(inner, enc_rsa),
+            mint.encrypt(inner, enc_oct, alg="dir", enc="A256GCM"),
+            mint.encrypt(inner, enc_ec, alg="ECDH-ES+A128KW", enc="A128GCM"),
+            mint.encrypt(mint.sign(claims, sig_ec), enc_rsa, header={"zip": "DEF"}),
+            inner,
+        ]
+        for token in self.seeds:
+            decision, _ = self.evaluator.check(self.request([("authorization", f"Bearer {token}")]))
+            assert decision.allowed, (decision.reason, token[:30])
+
+    @staticmethod
+    def request(pairs: list[tuple[str, str]], raw: bool = False, **kw: Any) -> Any:
+        if raw:
+            return M["CheckInput"](raw_headers=tuple(pairs), **kw)
+        return M["CheckInput"](headers=dict(pairs), **kw)
+
+    def build(self, data: bytes) -> Any:
+        """The Check request this input describes."""
+        if not data:
+            return self.request([])
+        mode, rest = data[0] % 4, data[1:]
+        if mode == 0:
+            return self.request([("authorization", rest.decode("latin-1"))])
+        if mode == 1:
+            return self.request([("authorization", "Bearer " + rest.decode("latin-1"))])
+        if mode == 2:
+            token = bytearray(self.seeds[rest[0] % len(self.seeds)].encode() if rest else b"")
+            for i in range(1, len(rest) - 2, 3):
+                op, where, what = rest[i] % 3, (rest[i + 1] << 8) | rest[i + 2], rest[i] >> 2
+                if not token:
+                    break
+                at = where % len(token)
+                char = ALPHABET[what % len(ALPHABET)]
+                if op == 0:
+                    token[at] = char
+                elif op == 1:
+                    token.insert(at, char)
+                else:
+                    del token[at]
+            return self.request([("authorization", "Bearer " + token.decode("latin-1"))])
+        parts = rest.split(b"\n")
+        pairs = [
+            tuple(p.decode("latin-1").split(":", 1)) if b":" in p else ("authorization", p.decode("latin-1"))
+            for p in parts[3:40]
+        ]  # fmt: skip
+        method = parts[0].decode("latin-1") if parts else "GET"
+        path = parts[1].decode("latin-1") if len(parts) > 1 else "/"
+        context = {"rule": parts[2].decode("latin-1")} if len(parts) > 2 and parts[2] else {}
+        return self.request(list(pairs), raw=bool(rest[:1] and rest[0] & 1),
+                            method=method, path=path, context=context)  # fmt: skip
+
+    def check(self, data: bytes) -> None:
+        request = self.build(data)
+        gc.disable()
+        try:
+            start = time.thread_time()
+            decision, _ = self.evaluator._check(request)  # no catch-all: a bug is a crash
+            spent = time.thread_time() - start
+        finally:
+            gc.enable()
+        if spent > CPU_BUDGET:
+            raise AssertionError(f"one Check cost {spent:.3f} s of CPU")
+        if decision.reason is M["Reason"].INTERNAL_ERROR:
+            raise AssertionError("internal_error")
+        if decision.allowed and decision.reason.value == "ok":
+            token = M["credentials"].extract(request, self.config.token)
+            if token not in self.seeds:
+                raise AssertionError(f"allowed a token that is not a start-up seed: {token!r}")
+
+
+def main() -> None:
+    import structlog
+
+    # the pipeline logs configuration errors (unknown rule names...): not fuzzing news
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    target = Target()
+    if len(sys.argv) >= 3 and sys.argv[1] == "--random":
+        rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")))
+        count = int(sys.argv[2])
+        for _ in range(count):
+            size = rng.choice([rng.randrange(64), rng.randrange(2048), rng.randrange(20000)])
+            target.check(bytes(rng.getrandbits(8) for _ in range(size)))
+        print(f"{count} random inputs, no violation")
+        return
+    if atheris is None:
+        raise SystemExit("atheris is not installed: pip install atheris, or use --random N")
+    atheris.Setup(sys.argv, target.check)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Header spoofing at the edges of ext_authz, through a real Envoy (docs/security.md).
+
+extauthz guarantees that on a request it *decides*, a client can never smuggle a claim
+header upstream: every configured claim header is overwritten or removed. It cannot
+help on requests it never sees:
+
+- a route with ext_authz disabled (``/healthz-upstream`` in examples/envoy/envoy.yaml)
+  forwards whatever ``x-auth-*`` headers the client sent;
+- ``failure_mode_allow: true`` forwards every request, client headers included, when
+  extauthz is down or slow: a complete bypass, which is why the example keeps it false.
+
+These tests show both with the example bootstrap. The first is pinned as an xfail with
+the proposed change to the example (strip the claim headers on routes without
+ext_authz); the second proves the bypass the example avoids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from envoy_harness import EchoUpstream, EnvoyProcess, free_port, http_get
+from hardening.envoy_variants import Bootstrap, VariantEnvoy, ext_authz_filter
+
+from extauthz import config as config_mod
+from extauthz.server.app import App
+
+pytestmark = [pytest.mark.e2e]
+
+SPOOFED = {"x-auth-subject": "admin", "x-auth-roles": "admin", "x-auth-scope": "admin"}
+
+
+@pytest.fixture
+def app(write_config: Callable[..., Path]) -> Iterator[App]:
+    instance = App(config_mod.load(write_config()))
+    instance.start()
+    yield instance
+    instance.stop_now()
+
+
+def upstream_saw(body: bytes) -> dict[str, str]:
+    return dict(json.loads(body)["headers"])
+
+
+def test_a_decided_route_never_passes_spoofed_claim_headers(tmp_path: Path, app: App) -> None:
+    """Control: on a route with ext_authz, an anonymous-rule allow (``/public/``) removes
+    every configured claim header the client sent."""
+    with (
+        EchoUpstream() as upstream,
+        EnvoyProcess(tmp_path, extauthz_port=app.grpc_port, upstream_port=upstream.port) as envoy,
+    ):
+        status, _, body = http_get(envoy.url + "/public/x", SPOOFED)
+    assert status == 200
+    assert not set(SPOOFED) & set(upstream_saw(body))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NEEDS: examples/envoy/envoy.yaml, route /healthz-upstream (ext_authz "
+    "disabled): request_headers_to_remove: [x-auth-subject, x-auth-email, x-auth-scope, "
+    "x-auth-roles] (every claims_to_headers name), so no route forwards a client-chosen "
+    "identity header; docs/security.md explains the rule for every disabled route",
+)
+def test_a_route_without_ext_authz_does_not_pass_spoofed_claim_headers(
+    tmp_path: Path, app: App
+) -> None:
+    with (
+        EchoUpstream() as upstream,
+        EnvoyProcess(tmp_path, extauthz_port=app.grpc_port, upstream_port=upstream.port) as envoy,
+    ):
+        status, _, body = http_get(envoy.url + "/healthz-upstream", SPOOFED)
+    assert status == 200
+    assert not set(SPOOFED) & set(upstream_saw(body)), upstream_saw(body)
+
+
+def test_failure_mode_allow_true_is_a_bypass_with_spoofed_headers(tmp_path: Path) -> None:
+    """With ``failure_mode_allow: true`` and extauthz unreachable, a request with no
+    token and a spoofed identity reaches the upstream: never enable it (the example sets
+    it false and ``status_on_error: 503``; tests/e2e covers that side)."""
+
+    def fail_open(doc: Bootstrap) -> None:
+        ext_authz_filter(doc)["failure_mode_allow"] = True
+
+    with EchoUpstream() as upstream, VariantEnvoy(
+        tmp_path, transform=fail_open, extauthz_port=free_port(), upstream_port=upstream.port,
+        EXTAUTHZ_TIMEOUT="0.25s",
+    ) as envoy:  # fmt: skip
+        status, _, body = http_get(envoy.url + "/admin/users", SPOOFED)
+    assert status == 200
+    assert upstream_saw(body)["x-auth-subject"] == "admin"
