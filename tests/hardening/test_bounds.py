@@ -45,7 +45,7 @@ from service_client import wait_for
 from extauthz import config as config_mod
 from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz.client import build_request
-from extauthz.errors import KeyMaterialError, Reason
+from extauthz.errors import ConfigError, KeyMaterialError, Reason
 from extauthz.keys import material
 from extauthz.pipeline import tokens
 from extauthz.pipeline.request import CheckInput
@@ -373,6 +373,25 @@ def test_pbes2_count_at_the_cap_is_decrypted_and_one_more_is_too_large(
     got, cpu = timed(env, env.request(".".join(huge)))
     assert got is Reason.TOO_LARGE
     assert cpu < CHEAP
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NEEDS: extauthz/config.py decryption(): refuse pbes2_max_iterations above "
+    "300000 (ConfigError naming decryption.pbes2_max_iterations): joserfc refuses any "
+    "p2c over 300000 when decrypting, so a higher cap is silently ineffective (such "
+    "tokens fail as decrypt_failed, not too_large)",
+)
+def test_a_pbes2_cap_above_what_joserfc_decrypts_is_a_config_error() -> None:
+    data = {
+        "apiVersion": "extauthz/v1",
+        "decryption": {"keys": [{"directory": "/k"}], "pbes2_max_iterations": 300_001,
+                       "key_algorithms": ["PBES2-HS256+A128KW"]},
+        "providers": [{"name": "p", "issuer": "https://i", "keys": [{"directory": "/v"}]}],
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        config_mod.parse(data, Path("/"))
+    assert error.value.path == "decryption.pbes2_max_iterations"
 
 
 @pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")
