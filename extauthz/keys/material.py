@@ -97,13 +97,35 @@ def strict_json_loads(data: bytes | str) -> Any:
             raise ValueError("JSON number out of range")
         return value
 
-    return json.loads(
+    value = json.loads(
         data,
         object_pairs_hook=pairs,
         parse_constant=bad_constant,
         parse_int=bounded_int,
         parse_float=bounded_float,
     )
+    _check_depth(value)
+    return value
+
+
+#: deepest nesting of objects/arrays accepted in any JSON we parse (headers, claims, keys)
+MAX_JSON_DEPTH = 32
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError("JSON nested too deeply")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:

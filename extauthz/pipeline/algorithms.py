@@ -128,6 +128,11 @@ def key_types_for_signature(alg: str) -> tuple[str, ...]:
     return _SIGNATURE_KTY.get(alg, ())
 
 
+#: largest protected header we accept (encoded bytes); joserfc's own defaults (512 for
+#: JWS, 1024 for JWE) refuse legitimate tokens carrying e.g. an ``x5c`` chain
+MAX_HEADER_BYTES = 4096
+
+
 class JWEPolicy:
     """The decryption side of the policy: allow-lists and a registry, built once."""
 
@@ -145,6 +150,8 @@ class JWEPolicy:
         algorithms: Any = {loc: dict(models) for loc, models in tables.items()}
         algorithms["zip"] = {"DEF": BoundedDeflate(max(config.zip_max_bytes, 1))}
         self.registry.algorithms = algorithms
+        self.registry.max_protected_header_length = MAX_HEADER_BYTES
+        self.registry.max_encrypted_key_length = 2048  # an RSA-8192 wrapped key, encoded
 
 
 def jws_models() -> dict[str, Any]:
@@ -173,6 +180,7 @@ class JWSPolicy:
             algorithms=list(provider.algorithms), strict_check_header=False
         )
         self.registry.algorithms = jws_models()
+        self.registry.max_header_length = MAX_HEADER_BYTES
 
 
 def all_names(*groups: Iterable[str]) -> frozenset[str]:

@@ -31,6 +31,7 @@ from extauthz.keys.keyset import DECRYPTION, KeyRing, KeySet, provider_purpose
 from extauthz.keys.material import Key, strict_json_loads
 from extauthz.pipeline.algorithms import (
     ES_CURVES,
+    MAX_HEADER_BYTES,
     SYMMETRIC_KEY_MANAGEMENT,
     JWEPolicy,
     JWSPolicy,
@@ -47,7 +48,6 @@ _UNDERSTOOD_CRIT: frozenset[str] = frozenset()
 #: exceptions joserfc and its helpers raise on malformed input (SPEC §9)
 _CRYPTO_ERRORS = (JoseError, ValueError, TypeError, KeyError, binascii.Error, IndexError)
 
-MAX_HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +287,8 @@ class TokenVerifier:
         for key in keys:
             try:
                 jws.deserialize_compact(token, key.jwk, registry=policy.registry)
+            except ExceededSizeError as exc:
+                raise TokenError(Reason.TOO_LARGE, "a JWS part exceeds its size bound") from exc
             except _CRYPTO_ERRORS:
                 continue
             depends: tuple[tuple[str, str], ...] = ((purpose, key.thumbprint),)
