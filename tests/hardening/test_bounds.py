@@ -5,9 +5,8 @@ limit is decided as usual (a valid token is allowed), and one unit over it gets 
 documented deny reason — cheaply: the CPU spent refusing is measured too. The table
 in docs/security.md lists each bound with its config key, default and test.
 
-Where the only bound is implicit (JSON nesting depth: the interpreter's recursion
-limit), the tests measure what happens today and pin the proposed explicit bound as
-``xfail(strict=True)``.
+Where a bound still needs a product change, the test pins it as
+``xfail(strict=True)`` with the change it needs (``NEEDS: ...``).
 """
 
 from __future__ import annotations
@@ -225,26 +224,15 @@ def test_protected_header_over_4096_is_malformed_before_any_crypto(
     assert cpu < CHEAP
 
 
-JOSERFC_LIMITS = (
-    "NEEDS: extauthz/pipeline/algorithms.py: joserfc's registries cap the JWS protected "
-    "header at 512 encoded bytes (JWSRegistry.max_header_length) and the JWE one at 1024 "
-    "(JWERegistry.max_protected_header_length), far below our own MAX_HEADER_BYTES "
-    "(4096): set both to tokens.MAX_HEADER_BYTES in JWSPolicy/JWEPolicy, and map "
-    "joserfc's ExceededSizeError to too_large in tokens._verify_jws (today: "
-    "bad_signature) and apart from the zip cap in tokens._decrypt"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=JOSERFC_LIMITS)
 @pytest.mark.parametrize("wrap", [False, True], ids=["jws", "jwe"])
 def test_protected_header_of_exactly_4096_is_accepted(hkit: Kit, env: Env, wrap: bool) -> None:
     """At the documented bound (4096 characters, 3072 bytes of JSON) a valid token is
-    allowed."""
+    allowed: joserfc's own, smaller header caps (512 for JWS, 1024 for JWE) are raised
+    to ours by the policy registries."""
     token = exact(_padded_header_token(hkit, wrap), 4096, _head)
     assert reason(env, token) is Reason.OK
 
 
-@pytest.mark.xfail(strict=True, reason=JOSERFC_LIMITS)
 def test_a_trusted_token_carrying_an_x5c_chain_is_allowed(hkit: Kit, env: Env) -> None:
     """Some issuers put their certificate chain (``x5c``) in every JWS header. It is
     never trusted (SPEC §2) but must not make a valid token fail: with one 2048-bit
@@ -299,14 +287,15 @@ def claims_nested(depth: int) -> bytes:
     return f'{base[:-1]},"deep":{deep(depth - 1)}}}'.encode()
 
 
-#: the explicit bound proposed for JSON nesting (objects and arrays, the top level is 1)
-PROPOSED_MAX_DEPTH = 32
+#: the JSON nesting bound (objects and arrays; the top level is 1)
+MAX_DEPTH = material.MAX_JSON_DEPTH
 
 
-def test_claims_at_the_proposed_depth_limit_are_accepted(hkit: Kit, env: Env) -> None:
-    """Nesting as deep as the proposed bound (32, the claims object included) is far
-    beyond any real token (Keycloak's ``resource_access.<client>.roles`` is 4)."""
-    token = encrypt(sign(claims_nested(PROPOSED_MAX_DEPTH), hkit.sig_rsa), hkit.enc_rsa)
+def test_claims_at_the_depth_limit_are_accepted(hkit: Kit, env: Env) -> None:
+    """Nesting as deep as the bound (32, the claims object included) is accepted; it
+    is far beyond any real token (Keycloak's ``resource_access.<client>.roles`` is 4)."""
+    assert MAX_DEPTH == 32
+    token = encrypt(sign(claims_nested(MAX_DEPTH), hkit.sig_rsa), hkit.enc_rsa)
     assert reason(env, token) is Reason.OK
 
 
@@ -314,33 +303,24 @@ def test_claims_at_the_proposed_depth_limit_are_accepted(hkit: Kit, env: Env) ->
 def test_deeply_nested_claims_under_the_size_cap_cost_little_and_never_crash(
     hkit: Kit, env: Env, depth: int
 ) -> None:
-    """Today the only bound on nesting is the interpreter's recursion limit: ~900
-    levels of a trusted token are accepted, deeper ones are ``malformed`` (a caught
-    RecursionError) — where exactly depends on the caller's stack. Either way it costs
-    little CPU and never becomes ``internal_error``."""
+    """Far deeper than the bound, up to what the size cap allows: ``malformed`` (over
+    ~985 levels the parser's RecursionError is what refuses it), for little CPU, never
+    ``internal_error``."""
     token = sign(claims_nested(depth), hkit.sig_rsa)
     assert len(token) <= env.config.token.max_bytes
     got, cpu = timed(env, env.request(token))
-    assert got is not Reason.INTERNAL_ERROR
-    assert got in (Reason.OK, Reason.MALFORMED)
+    assert got is Reason.MALFORMED
     assert cpu < 0.05
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: extauthz/keys/material.py strict_json_loads: an explicit nesting bound "
-    "(MAX_JSON_DEPTH = 32, objects+arrays) -> ValueError -> malformed; today depth is "
-    "bounded only by RecursionError, at a depth that varies with the call stack and the "
-    "Python version",
-)
 @pytest.mark.parametrize("where", ["claims", "header"])
-def test_json_nested_one_over_the_proposed_limit_is_malformed(
-    hkit: Kit, env: Env, where: str
-) -> None:
+def test_json_nested_one_over_the_limit_is_malformed(hkit: Kit, env: Env, where: str) -> None:
+    """``material.MAX_JSON_DEPTH`` (32): one level deeper is ``malformed``, in the claims
+    and in a protected header alike."""
     if where == "claims":
-        token = sign(claims_nested(PROPOSED_MAX_DEPTH + 1), hkit.sig_rsa)
+        token = sign(claims_nested(MAX_DEPTH + 1), hkit.sig_rsa)
     else:
-        header = f'{{"alg":"RS256","kid":"{hkit.sig_rsa.kid}","x":{deep(PROPOSED_MAX_DEPTH)}}}'
+        header = f'{{"alg":"RS256","kid":"{hkit.sig_rsa.kid}","x":{deep(MAX_DEPTH)}}}'
         signer = hkit.sig_rsa.jwk.get_op_key("sign")
         token = jose_raw.jws_rs256(header, compact_json(claims()).encode(), signer)
     assert reason(env, token) is Reason.MALFORMED
