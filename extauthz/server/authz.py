@@ -22,6 +22,7 @@ from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz._proto.envoy.type.v3 import http_status_pb2
 from extauthz._proto.google.rpc import status_pb2
 from extauthz.config import LoggingConfig
+from extauthz.errors import DESCRIPTIONS
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.pipeline.request import CheckInput
@@ -159,6 +160,8 @@ class Authorizer:
         }
         if decision.enc_kid:
             fields["enc_kid"] = decision.enc_kid
+        if not decision.allowed:
+            fields["description"] = DESCRIPTIONS.get(decision.reason, "")
         if decision.detail:
             fields["detail"] = decision.detail
         if decision.dropped:
