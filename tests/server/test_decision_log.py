@@ -54,8 +54,20 @@ def test_one_line_per_check_with_the_spec_fields(
         "traceparent": f"00-{TRACE}-b7ad6b7169203331-01",
     }
     (line,) = check(auth, headers)
-    for field in ("decision", "reason", "status", "sub", "iss", "kid", "rule", "method", "path",
-                  "request_id", "token_fp", "latency_us"):  # fmt: skip
+    for field in (
+        "decision",
+        "reason",
+        "status",
+        "sub",
+        "iss",
+        "kid",
+        "rule",
+        "method",
+        "path",
+        "request_id",
+        "token_fp",
+        "latency_us",
+    ):
         assert field in line, field
     assert line["path"] == "/orders"  # never the query
     assert line["request_id"] == "req-1"
@@ -73,12 +85,17 @@ def test_every_deny_carries_reason_and_explanation(write_config: Callable[..., P
     assert "trace_id" not in line
 
 
-@pytest.mark.parametrize(("mode", "rate", "allows_logged"), [("deny", 0.0, 0), ("sample", 0.0, 0),
-                                                              ("sample", 1.0, 5), ("all", 0.0, 5)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "rate", "allows_logged"),
+    [("deny", 0.0, 0), ("sample", 0.0, 0), ("sample", 1.0, 5), ("all", 0.0, 5)],
+)
 def test_deny_only_and_sampled_modes(
-    write_config: Callable[..., Path], mint_token: Callable[..., str],
-    mode: str, rate: float, allows_logged: int,
-) -> None:  # fmt: skip
+    write_config: Callable[..., Path],
+    mint_token: Callable[..., str],
+    mode: str,
+    rate: float,
+    allows_logged: int,
+) -> None:
     auth = authorizer(write_config, decisions=mode, allow_sample_rate=rate)
     token = mint_token()
     allows = sum(len(check(auth, {"authorization": f"Bearer {token}"})) for _ in range(5))
