@@ -12,8 +12,10 @@ Where a bound still needs a product change, the test pins it as
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -555,6 +557,30 @@ def test_a_jwks_of_256_keys_loads_and_257_is_refused() -> None:
     with pytest.raises(KeyMaterialError):
         material.parse_key_material(jwks(257), "test")
     assert key_of(oct_jwk(128, "x")).kty == "oct"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NEEDS: extauthz/keys/material.py parse_key_material: memoize per origin, the "
+    "latest version only (dict origin -> (data, keys)), instead of "
+    "functools.lru_cache(maxsize=512) over (data, origin, strict): today up to 512 "
+    "superseded versions stay referenced (removed private keys included; up to 512 x "
+    "MAX_MATERIAL_BYTES of bytes); measured in the soak as +15 KiB RSS per rotation",
+)
+def test_a_superseded_key_version_is_released() -> None:
+    """Once a newer version of the same Secret entry / file is parsed, the previous
+    version's keys (a removed private key among them) are no longer held anywhere."""
+    origin = "auth/extauthz-decryption-keys[jwks.json]"
+
+    def version(i: int) -> bytes:
+        return json.dumps({"keys": [oct_jwk(256, f"rotated-{i}")]}).encode()
+
+    old = material.parse_key_material(version(1), origin)
+    released = weakref.ref(old[0].jwk)
+    del old
+    material.parse_key_material(version(2), origin)
+    gc.collect()
+    assert released() is None
 
 
 # -- the gRPC message ----------------------------------------------------------------------------
