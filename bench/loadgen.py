@@ -126,11 +126,11 @@ def ensure_wrk() -> str:
     return found
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     if not match:
         raise ValueError(f"unexpected wrk latency {text!r}")
     return float(match[1]) * _UNITS[match[2]]
@@ -147,7 +147,9 @@ def wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s*(50|90|99)%\s+(\S+)\s*$", out, re.M))
+    if len(pct) != 3:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                        out)  # fmt: skip
