@@ -11,8 +11,10 @@ then match it, and the key is still addressable when a token names it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +130,49 @@ def _check_depth(value: Any) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+#: RSA keys shorter than this are refused for any use (RFC 7518 §3.3, §4.3)
+MIN_RSA_BITS = 2048
+
+
+def _check_rsa_size(key: Any, origin: str) -> None:
+    native: Any = key.raw_value
+    if key.key_type == "RSA" and native.key_size < MIN_RSA_BITS:
+        raise KeyMaterialError(f"{origin}: RSA keys need at least {MIN_RSA_BITS} bits")
+
+
+def _b64int(value: Any) -> int:
+    if not isinstance(value, str) or not value or "=" in value:
+        raise ValueError("RSA parameter is not base64url")
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+
+
+def _import_rsa_private(data: Mapping[str, Any]) -> Any:
+    """An RSA private JWK with its CRT parameters, imported without OpenSSL's full key
+    check (primality tests: 50-100 ms per key, which made start-up with 100 keys take
+    many seconds). The arithmetic that ties the parameters together is checked here
+    instead, so an inconsistent key is still refused; the keys come from the operator's
+    own Secrets and files, never from a request. None when CRT parameters are missing
+    (then joserfc recovers them, with the full check)."""
+    if "oth" in data or not all(k in data for k in ("p", "q", "dp", "dq", "qi")):
+        return None
+    n, e, d = _b64int(data["n"]), _b64int(data["e"]), _b64int(data["d"])
+    p, q = _b64int(data["p"]), _b64int(data["q"])
+    dp, dq, qi = _b64int(data["dp"]), _b64int(data["dq"]), _b64int(data["qi"])
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1) if p > 1 and q > 1 else 0
+    if not (
+        p > 1 and q > 1 and n == p * q and e > 1 and e % 2 == 1
+        and (d * e) % lam == 1 and dp == d % (p - 1) and dq == d % (q - 1)
+        and (qi * q) % p == 1
+    ):  # fmt: skip
+        raise ValueError("inconsistent RSA private key parameters")
+    numbers = rsa.RSAPrivateNumbers(
+        p=p, q=q, d=d, dmp1=dp, dmq1=dq, iqmp=qi, public_numbers=rsa.RSAPublicNumbers(e, n)
+    )
+    native = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    params = {k: data[k] for k in ("kid", "use", "alg", "key_ops") if k in data}
+    return jwk.RSAKey.import_key(native, parameters=params)  # type: ignore[arg-type]
+
+
 def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
     """One JWK dict -> :class:`Key`. Raises :class:`KeyMaterialError`."""
     if not isinstance(data, Mapping):
@@ -145,10 +190,13 @@ def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
     if kid is not None and (not isinstance(kid, str) or not kid):
         raise KeyMaterialError(f"{origin}: kid must be a non-empty string")
     try:
-        key = jwk.import_key(dict(data))
+        key = _import_rsa_private(data) if kty == "RSA" and "d" in data else None
+        if key is None:
+            key = jwk.import_key(dict(data))
         thumbprint = key.thumbprint()
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise KeyMaterialError(f"{origin}: invalid {kty} key") from exc
+    _check_rsa_size(key, origin)
     return Key(
         kid=kid or thumbprint,
         kty=kty,
@@ -192,6 +240,7 @@ def key_from_pem(data: bytes, origin: str) -> Key:
         raise KeyMaterialError(f"{origin}: {exc}") from exc
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"{origin}: not a usable PEM key") from exc
+    _check_rsa_size(key, origin)
     kty = key.key_type
     if kty not in KEY_TYPES:
         raise KeyMaterialError(f"{origin}: unsupported key type {kty!r}")
