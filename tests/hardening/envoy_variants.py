@@ -116,7 +116,12 @@ def add_health_checks(doc: Bootstrap, interval: str = "0.1s") -> None:
 
 
 def add_check_retries(doc: Bootstrap, retries: int = 3) -> None:
-    """Retry a Check that a replica refused or reset, preferably on another host."""
+    """Retry a Check that a replica refused or reset, preferably on another host.
+
+    The cluster's circuit breaker allows 3 concurrent retries by default; when a replica
+    stops, every in-flight Check retries at once, so the budget is raised with it.
+    """
+    cluster(doc)["circuit_breakers"] = {"thresholds": [{"max_retries": 1024}]}
     ext_authz_filter(doc)["grpc_service"]["retry_policy"] = {
         "retry_on": "connect-failure,refused-stream,reset,unavailable,cancelled",
         "num_retries": retries,

@@ -243,7 +243,10 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
             seen = load.total
             assert wait_for(lambda: load.total >= seen + 100, 15)
         healthy_after = envoy.stat("cluster.extauthz.membership_healthy")
+        failed_lines = [line for line in envoy.access_log_lines(0) if line.get("status") != 200
+                        and line.get("status") != 401]  # fmt: skip
         retries = envoy.stat("cluster.extauthz.upstream_rq_retry")
+        overflow = envoy.stat("cluster.extauthz.upstream_rq_retry_overflow")
     events = victim.events()
     signalled = next(i for i, e in enumerate(events) if e.get("event") == "signal")
     answered_while_draining = sum(1 for e in events[signalled:] if e.get("event") == "check")
@@ -262,6 +265,8 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
         "exit_code": code,
         "exited_after_s": round(exited_after, 2),
         "envoy_retries": retries,
+        "envoy_retry_overflow": overflow,
+        "failed_access_log": failed_lines[:5],
         "healthy_hosts_after": healthy_after,
         "check_after_exit": after,
     }
