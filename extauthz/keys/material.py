@@ -134,12 +134,6 @@ def _check_depth(value: Any) -> None:
 MIN_RSA_BITS = 2048
 
 
-def _check_rsa_size(key: Any, origin: str) -> None:
-    native: Any = key.raw_value
-    if key.key_type == "RSA" and native.key_size < MIN_RSA_BITS:
-        raise KeyMaterialError(f"{origin}: RSA keys need at least {MIN_RSA_BITS} bits")
-
-
 def _b64int(value: Any) -> int:
     if not isinstance(value, str) or not value or "=" in value:
         raise ValueError("RSA parameter is not base64url")
@@ -190,13 +184,14 @@ def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
     if kid is not None and (not isinstance(kid, str) or not kid):
         raise KeyMaterialError(f"{origin}: kid must be a non-empty string")
     try:
+        if kty == "RSA" and _b64int(data.get("n")).bit_length() < MIN_RSA_BITS:
+            raise KeyMaterialError(f"{origin}: RSA keys need at least {MIN_RSA_BITS} bits")
         key = _import_rsa_private(data) if kty == "RSA" and "d" in data else None
         if key is None:
             key = jwk.import_key(dict(data))
         thumbprint = key.thumbprint()
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise KeyMaterialError(f"{origin}: invalid {kty} key") from exc
-    _check_rsa_size(key, origin)
     return Key(
         kid=kid or thumbprint,
         kty=kty,
@@ -233,6 +228,10 @@ def key_from_pem(data: bytes, origin: str) -> Key:
             native = serialization.load_pem_private_key(data, password=None)
         else:
             native = serialization.load_pem_public_key(data)
+        if isinstance(native, rsa.RSAPrivateKey | rsa.RSAPublicKey) and (
+            native.key_size < MIN_RSA_BITS
+        ):
+            raise KeyMaterialError(f"RSA keys need at least {MIN_RSA_BITS} bits")
         importer: Any = jwk.import_key  # overloads need a literal kty; ours is computed
         key = importer(native, _pem_key_type(native))
         thumbprint = key.thumbprint()
@@ -240,7 +239,6 @@ def key_from_pem(data: bytes, origin: str) -> Key:
         raise KeyMaterialError(f"{origin}: {exc}") from exc
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"{origin}: not a usable PEM key") from exc
-    _check_rsa_size(key, origin)
     kty = key.key_type
     if kty not in KEY_TYPES:
         raise KeyMaterialError(f"{origin}: unsupported key type {kty!r}")
