@@ -42,10 +42,18 @@ class Decision:
     detail: str = ""
     #: claim headers whose value was dropped (size, control characters)
     dropped: tuple[str, ...] = ()
-    metadata: Mapping[str, str] = field(default_factory=dict)
     #: the serialized CheckResponse, memoized by the edge (a Decision is reused for
     #: repeated requests with the same cached token and rule)
     wire: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """``dynamic_metadata`` for Envoy's access log (computed: cached Decisions are
+        kept per token, and a dict each would cost memory for nothing)."""
+        return metadata(
+            "allow" if self.allowed else "deny", self.reason, self.rule, self.sub, self.iss,
+            self.kid, self.enc_kid,
+        )  # fmt: skip
 
 
 #: bound on memoized deny decisions (their detail may echo attacker-chosen alg names)
@@ -182,7 +190,6 @@ class Denials:
             allowed=False, status=status, reason=reason, rule=rule,
             response_headers=tuple(headers), body=self._bodies[reason],
             sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, detail=detail,
-            metadata=metadata("deny", reason, rule, sub, iss, kid, enc_kid),
         )  # fmt: skip
         if key is not None and len(self._memo) < _DENY_MEMO_MAX:
             self._memo[key] = decision

@@ -28,7 +28,7 @@ from extauthz.errors import AuthError, PolicyError, Reason, TokenError
 from extauthz.keys.keyset import KeyRing
 from extauthz.pipeline import claims as claims_mod
 from extauthz.pipeline import credentials, policy
-from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers, metadata
+from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers
 from extauthz.pipeline.request import CheckInput
 from extauthz.pipeline.tokens import TokenVerifier
 
@@ -48,7 +48,7 @@ class Keys(Protocol):
     ): ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """A verified, validated token and the pieces of its allow response."""
 
@@ -63,12 +63,9 @@ class Entry:
     sub: str
     kid: str
     enc_kid: str
-    #: decisions already made for this token, by (rule, stripped client headers)
-    decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict, compare=False)
-
-
-#: decisions memoized per cached token (a token meets few distinct rules)
-_DECISIONS_PER_ENTRY = 16
+    #: the last decision made for this token and its (rule, stripped headers) key: a
+    #: client mostly repeats the same request; one slot keeps the entry small
+    memo: tuple[tuple[Any, ...], Decision] | None = field(default=None, compare=False)
 
 
 class TokenCache:
@@ -147,6 +144,9 @@ class Evaluator:
         self.upstream = config.upstream
         self.response_headers = config.response.headers
         self._strip = config.upstream.strip_header_prefixes
+        #: top-level claims any rule may read: scopes, and the roots of require_claims
+        roots = {name.split(".")[0] for r in config.rules for name, _ in r.require_claims}
+        self._rule_claims = frozenset({"scope", "scp"} | roots)
         #: headers the allow path always sets or removes itself
         self._managed = set(self.headers.all_names) | {"authorization"}
 
@@ -195,11 +195,11 @@ class Evaluator:
             self.cache.put(digest, entry)
         stripped = self._stripped(request, entry) if self._strip else ()
         key = (rule, stripped)
-        decision = entry.decisions.get(key)
-        if decision is None:
-            decision = self._decide(rule, entry, stripped)
-            if len(entry.decisions) < _DECISIONS_PER_ENTRY:
-                entry.decisions[key] = decision
+        memo = entry.memo
+        if memo is not None and memo[0] == key:
+            return memo[1], fp
+        decision = self._decide(rule, entry, stripped)
+        entry.memo = (key, decision)
         return decision, fp
 
     def _decide(self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...]) -> Decision:
@@ -219,13 +219,16 @@ class Evaluator:
     def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:
         verified = self.verifier.verify(token, ring)
         expires = claims_mod.validate(verified.claims, verified.provider, now)
-        claims = dict(verified.claims)
+        claims = verified.claims
         headers, remove, dropped = self.headers.render(verified.provider, claims)
         sub = claims.get("sub")
+        # keep only what rules can read later (scopes and require_claims roots)
+        kept = {k: claims[k] for k in self._rule_claims if k in claims}
+        inner = verified.inner if self.upstream.authorization == "inner" else ""
         return Entry(
-            provider=verified.provider, claims=claims,
+            provider=verified.provider, claims=kept,
             expires=min(expires, now + self.cache.max_ttl), depends=verified.depends,
-            headers=headers, remove=remove, dropped=dropped, inner=verified.inner,
+            headers=headers, remove=remove, dropped=dropped, inner=inner,
             sub=sub if isinstance(sub, str) else "", kid=verified.kid or "",
             enc_kid=verified.enc_kid or "",
         )  # fmt: skip
@@ -253,8 +256,6 @@ class Evaluator:
             response_headers=self.response_headers, sub=entry.sub,
             iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid,
             dropped=entry.dropped,
-            metadata=metadata("allow", Reason.OK, rule, entry.sub, entry.provider.issuer,
-                              entry.kid, entry.enc_kid),
         )  # fmt: skip
 
     def _anonymous(self, request: CheckInput, rule: str) -> Decision:
@@ -264,5 +265,4 @@ class Evaluator:
         return Decision(
             allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
             remove_headers=tuple(remove), response_headers=self.response_headers,
-            metadata=metadata("allow", Reason.ANONYMOUS, rule),
         )  # fmt: skip
