@@ -19,12 +19,13 @@ allow only for a start-up token given unchanged (blanks around it aside); at mos
 Run (atheris 3.0 installs from PyPI on CPython 3.11 here; libFuzzer flags pass through)::
 
     .venv/bin/pip install atheris
-    mkdir -p fuzz/corpus
-    .venv/bin/python fuzz/fuzz_check.py fuzz/corpus -max_len=20000 -max_total_time=600
+    mkdir -p fuzz/corpus fuzz/artifacts
+    .venv/bin/python fuzz/fuzz_check.py fuzz/corpus -max_len=20000 -max_total_time=600 \
+        -artifact_prefix=fuzz/artifacts/
 
-``-runs=N`` for a fixed number of inputs; crashes land in ``crash-*`` files, replay one
-with ``.venv/bin/python fuzz/fuzz_check.py crash-<sha>``. Without atheris the same
-target runs on random inputs (no coverage guidance)::
+``-runs=N`` for a fixed number of inputs. Crashes land in ``fuzz/artifacts/crash-*``;
+replay one with ``.venv/bin/python fuzz/fuzz_check.py fuzz/artifacts/crash-<sha>``.
+Without atheris the same target runs on random inputs (no coverage guidance)::
 
     .venv/bin/python fuzz/fuzz_check.py --random 100000
 """
