@@ -7,8 +7,8 @@ The first byte picks how the rest is read:
 - 0: the raw ``authorization`` header value (latin-1);
 - 1: ``Bearer `` + the rest;
 - 2: a valid token minted at start-up (JWE RSA-OAEP-256, JWE dir, JWE ECDH-ES+A128KW,
-  JWE with ``zip: DEF`` around an ES256 JWS, JWS RS256), edited at positions and with characters the input
-  chooses — the fuzzer explores the parser *around* valid structure;
+  JWE with ``zip: DEF`` around an ES256 JWS, JWS RS256), edited at positions and with
+  characters the input chooses — the fuzzer explores the parser *around* valid structure;
 - 3: a request: header pairs (raw ``header_map`` form or the joined map), method, path
   and ``context_extensions``, all from the input.
 
@@ -38,6 +38,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,42 +53,46 @@ except ImportError:  # the --random fallback needs nothing beyond the product
 CPU_BUDGET = 0.25
 ISSUER = "https://idp.fuzz.test"
 AUDIENCE = "api://fuzz"
-ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \t,;\"\\%\x00"
+ALPHABET = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \t,;"\\%\x00'
 
 
-def _imports() -> dict[str, Any]:
+def _load() -> SimpleNamespace:
     """Product modules (instrumented for coverage when atheris runs)."""
     from extauthz import mint
     from extauthz.config import parse
-    from extauthz.errors import Reason, TokenError
+    from extauthz.errors import Reason
     from extauthz.keys.keyset import DECRYPTION, KeyStore, provider_purpose
     from extauthz.keys.sources.static import StaticSource
     from extauthz.pipeline import credentials
     from extauthz.pipeline.evaluate import Evaluator
     from extauthz.pipeline.request import CheckInput
 
-    return {name: value for name, value in locals().items()}
+    return SimpleNamespace(
+        mint=mint, parse=parse, Reason=Reason, DECRYPTION=DECRYPTION, KeyStore=KeyStore,
+        provider_purpose=provider_purpose, StaticSource=StaticSource,
+        credentials=credentials, Evaluator=Evaluator, CheckInput=CheckInput,
+    )  # fmt: skip
 
 
 if atheris is not None:
     with atheris.instrument_imports(include=["extauthz", "joserfc"]):
-        M = _imports()
+        M = _load()
 else:
-    M = _imports()
+    M = _load()
 
 
 class Target:
     """The pipeline under test, its keys and its valid tokens."""
 
     def __init__(self) -> None:
-        mint = M["mint"]
+        mint = M.mint
         now = time.time()
         enc_rsa = mint.generate_jwk("enc", "RSA-OAEP-256", "enc-rsa")
         enc_oct = mint.generate_jwk("enc", "dir", "enc-dir")
         enc_ec = mint.generate_jwk("enc", "ECDH-ES+A128KW", "enc-ec")
         sig_rsa = mint.generate_jwk("sig", "RS256", "sig-rsa")
         sig_ec = mint.generate_jwk("sig", "ES256", "sig-ec")
-        config = M["parse"](
+        config = M.parse(
             {
                 "apiVersion": "extauthz/v1",
                 "decryption": {"keys": [{"directory": "./unused"}], "zip_max_bytes": 4096},
@@ -96,7 +101,8 @@ class Target:
                     "keys": [{"directory": "./unused"}],
                     "claims_to_headers": {"sub": "x-auth-subject", "roles": "x-auth-roles"},
                 }],
-                "upstream": {"claims_header": "x-auth-claims", "strip_header_prefixes": ["x-auth-"]},
+                "upstream": {"claims_header": "x-auth-claims",
+                             "strip_header_prefixes": ["x-auth-"]},
                 "rules": [
                     {"name": "public", "path_prefix": "/public/", "anonymous": True},
                     {"name": "admin", "path_prefix": "/admin/", "require_scopes": ["admin"]},
@@ -105,14 +111,14 @@ class Target:
             },
             ROOT,
         )  # fmt: skip
-        store = M["KeyStore"]()
+        store = M.KeyStore()
         keys = {
-            M["DECRYPTION"]: [mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec)],
-            M["provider_purpose"]("idp"): [mint.import_key(k) for k in (sig_rsa, sig_ec)],
+            M.DECRYPTION: [mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec)],
+            M.provider_purpose("idp"): [mint.import_key(k) for k in (sig_rsa, sig_ec)],
         }
         for purpose, items in keys.items():
-            store.attach(purpose, M["StaticSource"](items, purpose)).publish(items)
-        self.evaluator = M["Evaluator"](config, store, clock=lambda: now)
+            store.attach(purpose, M.StaticSource(items, purpose)).publish(items)
+        self.evaluator = M.Evaluator(config, store, clock=lambda: now)
         self.config = config
         claims = mint.claims_for(ISSUER, AUDIENCE, "fuzz-user", ttl=3600, now=now,
                                  extra={"roles": ["r1", "r2"], "scope": "read"})  # fmt: skip
@@ -131,8 +137,8 @@ class Target:
     @staticmethod
     def request(pairs: list[tuple[str, str]], raw: bool = False, **kw: Any) -> Any:
         if raw:
-            return M["CheckInput"](raw_headers=tuple(pairs), **kw)
-        return M["CheckInput"](headers=dict(pairs), **kw)
+            return M.CheckInput(raw_headers=tuple(pairs), **kw)
+        return M.CheckInput(headers=dict(pairs), **kw)
 
     def build(self, data: bytes) -> Any:
         """The Check request this input describes."""
@@ -159,14 +165,15 @@ class Target:
                     del token[at]
             return self.request([("authorization", "Bearer " + token.decode("latin-1"))])
         parts = rest.split(b"\n")
-        pairs = [
-            tuple(p.decode("latin-1").split(":", 1)) if b":" in p else ("authorization", p.decode("latin-1"))
-            for p in parts[3:40]
-        ]  # fmt: skip
+        pairs: list[tuple[str, str]] = []
+        for part in parts[3:40]:
+            text = part.decode("latin-1")
+            name, sep, value = text.partition(":")
+            pairs.append((name, value) if sep else ("authorization", text))
         method = parts[0].decode("latin-1") if parts else "GET"
         path = parts[1].decode("latin-1") if len(parts) > 1 else "/"
         context = {"rule": parts[2].decode("latin-1")} if len(parts) > 2 and parts[2] else {}
-        return self.request(list(pairs), raw=bool(rest[:1] and rest[0] & 1),
+        return self.request(pairs, raw=bool(rest[:1] and rest[0] & 1),
                             method=method, path=path, context=context)  # fmt: skip
 
     def check(self, data: bytes) -> None:
@@ -180,10 +187,10 @@ class Target:
             gc.enable()
         if spent > CPU_BUDGET:
             raise AssertionError(f"one Check cost {spent:.3f} s of CPU")
-        if decision.reason is M["Reason"].INTERNAL_ERROR:
+        if decision.reason is M.Reason.INTERNAL_ERROR:
             raise AssertionError("internal_error")
         if decision.allowed and decision.reason.value == "ok":
-            token = M["credentials"].extract(request, self.config.token)
+            token = M.credentials.extract(request, self.config.token)
             if token not in self.seeds:
                 raise AssertionError(f"allowed a token that is not a start-up seed: {token!r}")
 
@@ -195,7 +202,7 @@ def main() -> None:
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     target = Target()
     if len(sys.argv) >= 3 and sys.argv[1] == "--random":
-        rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")))
+        rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")))  # noqa: S311 - fuzz inputs
         count = int(sys.argv[2])
         for _ in range(count):
             size = rng.choice([rng.randrange(64), rng.randrange(2048), rng.randrange(20000)])
