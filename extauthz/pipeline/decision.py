@@ -103,6 +103,7 @@ class ClaimHeaders:
             names.add(self.claims_header)
         #: every header we may fill: removed whenever we do not fill it
         self.all_names = tuple(sorted(names))
+        self._removes: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def render(
         self, provider: ProviderConfig, claims: Mapping[str, Any]
@@ -127,6 +128,8 @@ class ClaimHeaders:
                 dropped.append(self.claims_header)
         filled = {h for h, _ in out}
         remove = tuple(h for h in self.all_names if h not in filled)
+        # few distinct combinations exist: share one tuple per combination
+        remove = self._removes.setdefault(remove, remove)
         return tuple(out), remove, tuple(dropped)
 
 

@@ -242,17 +242,20 @@ class Evaluator:
         ))  # fmt: skip
 
     def _allow(self, rule: str, entry: Entry, stripped: tuple[str, ...]) -> Decision:
-        headers = list(entry.headers)
-        remove = list(entry.remove)
+        # reuse the entry's tuples when nothing is added: a memoized Decision per cached
+        # token should not hold a second copy of its headers
+        headers = entry.headers
+        remove = entry.remove
         mode = self.upstream.authorization
         if mode == "remove":
-            remove.append("authorization")
+            remove = (*remove, "authorization")
         elif mode == "inner" and entry.inner:
-            headers.append(("authorization", f"Bearer {entry.inner}"))
-        remove.extend(stripped)
+            headers = (*headers, ("authorization", f"Bearer {entry.inner}"))
+        if stripped:
+            remove = (*remove, *stripped)
         return Decision(
             allowed=True, status=200, reason=Reason.OK, rule=rule,
-            upstream_headers=tuple(headers), remove_headers=tuple(remove),
+            upstream_headers=headers, remove_headers=remove,
             response_headers=self.response_headers, sub=entry.sub,
             iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid,
             dropped=entry.dropped,

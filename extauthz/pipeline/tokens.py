@@ -148,6 +148,7 @@ class TokenVerifier:
         self.providers: dict[str, tuple[ProviderConfig, JWSPolicy, str]] = {
             p.issuer: (p, JWSPolicy(p), provider_purpose(p.name)) for p in config.providers
         }
+        self._depends: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
         self._refresh = refresh
 
@@ -294,6 +295,8 @@ class TokenVerifier:
             depends: tuple[tuple[str, str], ...] = ((purpose, key.thumbprint),)
             if encrypted is not None:
                 depends += ((DECRYPTION, encrypted[1]),)
+            # one shared tuple per key combination (cached tokens each hold one)
+            depends = self._depends.setdefault(depends, depends)
             return Verified(
                 claims=claims, provider=provider, kid=key.kid,
                 enc_kid=encrypted[0] if encrypted else None, inner=token,
