@@ -235,4 +235,6 @@ def test_sigterm_drains_then_exits_zero(write_config: Callable[..., Path]) -> No
         if proc.poll() is None:
             proc.kill()
         output = proc.communicate(timeout=10)[0].decode()
-    assert '"event": "draining"' in output
+    events = [json.loads(line).get("event") for line in output.splitlines() if line.startswith("{")]
+    assert "draining" in events
+    assert "stopped" in events  # flushed at exit: buffered log lines are not lost
