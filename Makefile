@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint proto proto-check bench image clean fuzz soak
+.PHONY: run test lint proto proto-check bench bench-all image clean fuzz soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,25 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(PY) tools/protogen.py --check
 
+## bench: the cost of one Check in-process, next to bare joserfc (seconds)
 bench: $(STAMP)
 	$(PY) bench/check_cost.py
+
+## bench-all: direct gRPC load, Envoy side by side with jwt_authn, memory; then docs/benchmarks.md
+bench-all: $(STAMP)
+	$(PY) bench/direct.py --nice -10
+	$(PY) bench/envoy_bench.py --nice -10
+	$(PY) bench/memory.py --nice -10
+	$(PY) bench/report.py --write
+
+## soak: Checks under key rotation while the Kubernetes API faults (SECONDS=300)
+soak: $(STAMP)
+	$(PY) tools/soak.py --seconds $${SECONDS:-300}
+
+## fuzz: coverage-guided fuzzing of the whole pipeline with atheris (RUNS=1000000)
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet atheris
+	$(PY) fuzz/fuzz_check.py -runs=$${RUNS:-1000000}
 
 image:
 	docker build -t extauthz:dev .
