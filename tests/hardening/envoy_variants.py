@@ -115,7 +115,7 @@ def add_health_checks(doc: Bootstrap, interval: str = "0.1s") -> None:
     ]
 
 
-def add_check_retries(doc: Bootstrap, retries: int = 3) -> None:
+def add_check_retries(doc: Bootstrap, retries: int = 5) -> None:
     """Retry a Check that a replica refused or reset, preferably on another host.
 
     The cluster's circuit breaker allows 3 concurrent retries by default; when a replica
@@ -125,7 +125,7 @@ def add_check_retries(doc: Bootstrap, retries: int = 3) -> None:
     ext_authz_filter(doc)["grpc_service"]["retry_policy"] = {
         "retry_on": "connect-failure,refused-stream,reset,unavailable,cancelled",
         "num_retries": retries,
-        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.1s"},
         "retry_host_predicate": [
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
