@@ -44,14 +44,15 @@ bench-all: $(STAMP)
 	$(PY) bench/memory.py --nice -10
 	$(PY) bench/report.py --write
 
-## soak: Checks under key rotation while the Kubernetes API faults (SECONDS=300)
+## soak: Checks under key rotation while the Kubernetes API faults (SOAK_SECONDS=300)
 soak: $(STAMP)
-	$(PY) tools/soak.py --seconds $${SECONDS:-300}
+	$(PY) tools/soak.py --seconds $${SOAK_SECONDS:-300}
 
 ## fuzz: coverage-guided fuzzing of the whole pipeline with atheris (RUNS=1000000)
 fuzz: $(STAMP)
 	$(PY) -m pip install --quiet atheris
-	$(PY) fuzz/fuzz_check.py -runs=$${RUNS:-1000000}
+	mkdir -p fuzz/corpus fuzz/artifacts
+	$(PY) fuzz/fuzz_check.py fuzz/corpus -artifact_prefix=fuzz/artifacts/ -runs=$${RUNS:-1000000}
 
 image:
 	docker build -t extauthz:dev .

@@ -39,6 +39,8 @@ DEFAULT_SIGNATURE_ALGORITHMS = (
 )  # fmt: skip
 #: symmetric signatures: only with ``oct`` keys a provider lists, only when named explicitly
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+#: joserfc refuses PBES2 counts above this; a larger cap would silently have no effect
+PBES2_MAX_ITERATIONS = 300_000
 #: never accepted, whatever the config says
 FORBIDDEN_ALGORITHMS = frozenset({"none", "RSA1_5"})
 
@@ -604,6 +606,11 @@ def parse(data: Any, base_dir: Path, source: Path | None = None) -> Config:
     def decryption(node: _Node) -> DecryptionConfig:
         default = DecryptionConfig()
         pbes2 = node.number("pbes2_max_iterations", 0, integer=True)
+        if pbes2 > PBES2_MAX_ITERATIONS:
+            raise ConfigError(
+                node.sub("pbes2_max_iterations"),
+                f"must be at most {PBES2_MAX_ITERATIONS} (the largest count joserfc decrypts)",
+            )
         allowed = DEFAULT_KEY_ALGORITHMS + OPTIONAL_KEY_ALGORITHMS
         key_algs = _algorithms(node, "key_algorithms", default.key_algorithms, allowed)
         if any(a.startswith("PBES2") for a in key_algs) and pbes2 <= 0:

@@ -12,9 +12,10 @@ then match it, and the key is still addressable when a token names it.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import math
+import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,10 @@ def strict_json_loads(data: bytes | str) -> Any:
             raise ValueError("JSON number out of range")
         return value
 
+    if isinstance(data, bytes | bytearray):
+        if data[:3] == b"\xef\xbb\xbf":
+            raise ValueError("byte-order mark")
+        data = bytes(data).decode("utf-8")  # strict: UTF-16/32 and invalid UTF-8 refused
     value = json.loads(
         data,
         object_pairs_hook=pairs,
@@ -114,20 +119,31 @@ def strict_json_loads(data: bytes | str) -> Any:
 MAX_JSON_DEPTH = 32
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_depth(value: Any) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (iterative: no recursion)."""
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, and strings holding lone
+    UTF-16 surrogates (``"\\ud800"``: valid JSON, but no valid text; it cannot become
+    a header value). Iterative: no recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise ValueError("lone surrogate in a JSON string")
+            continue
         if isinstance(node, dict):
-            children: Any = node.values()
+            children: Any = [*node.keys(), *node.values()]
         elif isinstance(node, list):
             children = node
         else:
             continue
         if depth > MAX_JSON_DEPTH:
             raise ValueError("JSON nested too deeply")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | str)
+        )
 
 
 #: RSA keys shorter than this are refused for any use (RFC 7518 §3.3, §4.3)
@@ -260,12 +276,28 @@ def parse_key_material(data: bytes, origin: str, *, strict: bool = True) -> list
     Importing an RSA private key costs tens of milliseconds (the key is validated), and
     a rotation re-reads every entry of a Secret: unchanged bytes are not parsed again.
     """
-    return list(_parse(bytes(data), origin, strict))
+    data = bytes(data)
+    slot = (origin, strict)
+    with _LATEST_LOCK:
+        latest = _LATEST.get(slot)
+    if latest is not None and latest[0] == data:
+        return list(latest[1])
+    keys = tuple(_parse_uncached(data, origin, strict=strict))
+    with _LATEST_LOCK:
+        _LATEST[slot] = (data, keys)  # only the latest version: superseded keys are freed
+    return list(keys)
 
 
-@functools.lru_cache(maxsize=512)
-def _parse(data: bytes, origin: str, strict: bool) -> tuple[Key, ...]:
-    return tuple(_parse_uncached(data, origin, strict=strict))
+#: (origin, strict) -> (bytes, keys) of the latest version parsed from that origin
+_LATEST: dict[tuple[str, bool], tuple[bytes, tuple[Key, ...]]] = {}
+_LATEST_LOCK = threading.Lock()
+
+
+def forget(origin_prefix: str) -> None:
+    """Drop memoized material of origins under ``origin_prefix`` (a removed file/Secret)."""
+    with _LATEST_LOCK:
+        for slot in [s for s in _LATEST if s[0].startswith(origin_prefix)]:
+            del _LATEST[slot]
 
 
 def _parse_uncached(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:

@@ -82,7 +82,11 @@ def header_value(value: Any, limit: int) -> str | None:
         text = ",".join(value)
     else:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    if len(text.encode("utf-8")) > limit:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: not text, never a header
+    if size > limit:
         return None
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
         return None  # CR, LF, NUL and other controls never reach a header

@@ -361,13 +361,6 @@ def test_pbes2_count_at_the_cap_is_decrypted_and_one_more_is_too_large(
     assert cpu < CHEAP
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: extauthz/config.py decryption(): refuse pbes2_max_iterations above "
-    "300000 (ConfigError naming decryption.pbes2_max_iterations): joserfc refuses any "
-    "p2c over 300000 when decrypting, so a higher cap is silently ineffective (such "
-    "tokens fail as decrypt_failed, not too_large)",
-)
 def test_a_pbes2_cap_above_what_joserfc_decrypts_is_a_config_error() -> None:
     data = {
         "apiVersion": "extauthz/v1",
@@ -567,14 +560,6 @@ def test_a_jwks_of_256_keys_loads_and_257_is_refused() -> None:
     assert key_of(oct_jwk(128, "x")).kty == "oct"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: extauthz/keys/material.py parse_key_material: memoize per origin, the "
-    "latest version only (dict origin -> (data, keys)), instead of "
-    "functools.lru_cache(maxsize=512) over (data, origin, strict): today up to 512 "
-    "superseded versions stay referenced (removed private keys included; up to 512 x "
-    "MAX_MATERIAL_BYTES of bytes); measured in the soak as +15 KiB RSS per rotation",
-)
 def test_a_superseded_key_version_is_released() -> None:
     """Once a newer version of the same Secret entry / file is parsed, the previous
     version's keys (a removed private key among them) are no longer held anywhere."""

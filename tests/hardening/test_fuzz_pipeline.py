@@ -553,13 +553,6 @@ def test_ecdsa_signature_malleability_is_accepted(hkit: Kit, envs: dict[str, Env
     assert bearer(env, malleated).allowed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: extauthz/keys/material.py strict_json_loads must refuse strings with "
-    "lone surrogates (JSON escapes \\ud800-\\udfff, or UTF-8-encoded surrogates accepted "
-    "through surrogatepass): today a trusted token whose mapped claim holds one crashes "
-    "decision.header_value (UnicodeEncodeError) -> internal_error on every request",
-)
 @pytest.mark.parametrize("claim", [{"sub": "\ud800"}, {"email": "x\udfff"}, {"roles": ["\ud83d"]}])
 def test_lone_surrogate_in_a_trusted_claim_is_no_internal_error(
     hkit: Kit, envs: dict[str, Env], claim: dict[str, Any]
@@ -572,12 +565,6 @@ def test_lone_surrogate_in_a_trusted_claim_is_no_internal_error(
         value.encode("utf-8")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: extauthz/keys/material.py strict_json_loads must decode bytes as "
-    "strict UTF-8 (data.decode('utf-8'), no BOM) instead of json.loads(bytes), which "
-    "auto-detects UTF-16/UTF-32 and accepts a BOM (RFC 7515 §5.2: UTF-8 JSON)",
-)
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le", "utf-8-sig"])
 def test_a_protected_header_that_is_not_utf8_is_malformed(
     hkit: Kit, envs: dict[str, Env], encoding: str

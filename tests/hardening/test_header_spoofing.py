@@ -59,13 +59,6 @@ def test_a_decided_route_never_passes_spoofed_claim_headers(tmp_path: Path, app:
     assert not set(SPOOFED) & set(upstream_saw(body))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NEEDS: examples/envoy/envoy.yaml, route /healthz-upstream (ext_authz "
-    "disabled): request_headers_to_remove: [x-auth-subject, x-auth-email, x-auth-scope, "
-    "x-auth-roles] (every claims_to_headers name), so no route forwards a client-chosen "
-    "identity header; docs/security.md explains the rule for every disabled route",
-)
 def test_a_route_without_ext_authz_does_not_pass_spoofed_claim_headers(
     tmp_path: Path, app: App
 ) -> None:

@@ -57,7 +57,7 @@ GRACE = 3.0
 #: PBES2 iterations of the deliberately slow Checks (~0.15 s of CPU each here; joserfc
 #: refuses more than 300 000)
 SLOW_P2C = 300_000
-SLOW_CHECKS = 4
+SLOW_CHECKS = 10  # ~1.5 s of CPU in all: they surely span the moment the drain ends
 
 
 class Replica:
@@ -228,9 +228,10 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
             assert wait_for(lambda: victim.status() == "NOT_SERVING", 1.0, 0.01)
             not_serving_after = time.monotonic() - sent
             # the replica keeps answering while draining
-            while time.monotonic() - sent < DRAIN - 0.1:
+            while time.monotonic() - sent < DRAIN - 0.4:
                 direct[direct_check(victim.channel, token)] += 1
-            # slow Checks, in flight when the drain ends and the server stops accepting
+            # slow Checks, sent 0.4 s before the drain ends (a loaded machine may
+            # start threads late) so they are surely in flight when the server stops accepting
             threads = [
                 threading.Thread(target=lambda: slow.append(direct_check(victim.channel,
                                                                          slow_token)))

@@ -19,7 +19,7 @@ import structlog
 
 from extauthz.errors import KeyMaterialError
 from extauthz.keys.keyset import KeySink
-from extauthz.keys.material import Key, parse_key_material
+from extauthz.keys.material import Key, forget, parse_key_material
 
 log = structlog.get_logger("extauthz.keys.directory")
 
@@ -104,6 +104,8 @@ class DirectorySource:
                 errors.append(exc)
                 if name in self._good:
                     fresh[name] = self._good[name]
+        for gone in set(self._good) - set(fresh):
+            forget(str(self.path / gone))
         self._good = fresh
         if fresh or not errors:
             if not fresh:

@@ -63,7 +63,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from extauthz.errors import KeyMaterialError, KeySourceError
 from extauthz.keys.keyset import KeySink
-from extauthz.keys.material import Key, parse_key_material
+from extauthz.keys.material import Key, forget, parse_key_material
 from extauthz.keys.sources.backoff import Backoff
 
 log = structlog.get_logger("extauthz.keys.kubernetes")
@@ -579,6 +579,7 @@ class KubernetesSource:
     def _remove(self, stream: _Stream, name: str) -> None:
         if stream.secrets.pop(name, None) is not None:
             log.info("kubernetes_secret_removed", secret=f"{self.namespace}/{name}")
+            forget(f"{self.namespace}/{name}[")  # its parsed keys are freed too
 
     # -- reporting to the sink (under self._lock) ----------------------------------------
     #
