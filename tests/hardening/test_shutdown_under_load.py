@@ -21,6 +21,7 @@ measured too and allowed at most 1 % of failures (observed: 0 in most runs).
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -201,9 +202,22 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
     victim, survivor = replicas
     token = mint_token()
     pbes2_key = json.loads((key_dirs / "keys" / "decrypt" / "pbes2.json").read_text())
-    inner = mint.sign(mint.claims_for("https://idp.example.test", "api://orders", "slow"), sig_jwk)
-    slow_token = mint.encrypt(inner, pbes2_key, alg="PBES2-HS256+A128KW",
-                              header={"p2c": SLOW_P2C})  # fmt: skip
+
+    def slow_token(n: int) -> str:
+        """A unique PBES2 token (the same one twice would be a cache hit, not slow)."""
+        claims = mint.claims_for("https://idp.example.test", "api://orders", "slow",
+                                 extra={"jti": f"slow-{n}"})  # fmt: skip
+        return mint.encrypt(mint.sign(claims, sig_jwk), pbes2_key, alg="PBES2-HS256+A128KW",
+                            header={"p2c": SLOW_P2C})  # fmt: skip
+
+    # calibrate: enough slow Checks that, sent 0.4 s before the drain ends, together they
+    # need ~3 s of CPU (PBKDF2 releases the GIL: two cores share it), so some are still
+    # running when the drain ends, and all end well within the grace period
+    started = time.monotonic()
+    assert direct_check(replicas[0].channel, slow_token(-1)) == "allow"
+    one = max(time.monotonic() - started, 0.005)
+    slow_count = min(max(SLOW_CHECKS, math.ceil(3.0 / one)), 200)
+    slow_tokens = [slow_token(n) for n in range(slow_count)]
 
     def transform(doc: Bootstrap) -> None:
         set_endpoints(doc, [victim.port, survivor.port])
@@ -233,10 +247,9 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
             # slow Checks, sent 0.4 s before the drain ends (a loaded machine may
             # start threads late) so they are surely in flight when the server stops accepting
             threads = [
-                threading.Thread(target=lambda: slow.append(direct_check(victim.channel,
-                                                                         slow_token)))
-                for _ in range(SLOW_CHECKS)
-            ]  # fmt: skip
+                threading.Thread(target=lambda t=t: slow.append(direct_check(victim.channel, t)))
+                for t in slow_tokens
+            ]
             for thread in threads:
                 thread.start()
             code = victim.proc.wait(DRAIN + GRACE + 5)
@@ -287,7 +300,7 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
         # retries ran out) in 3 of ~30 runs on a saturated machine; see docs/security.md
         assert failed <= load.total // 100, figures
     assert set(direct) <= {"allow"}, figures  # answered while draining, none refused
-    assert slow == ["allow"] * SLOW_CHECKS, figures
+    assert slow == ["allow"] * slow_count, figures
     assert figures["slow_checks_completed_after_stop_began"] >= 1, (
         figures
     )  # in flight at stop: completed, not cut
