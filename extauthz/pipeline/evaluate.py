@@ -13,6 +13,7 @@ key stops working at once. Rules are evaluated on every request.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import threading
 import time
@@ -73,13 +74,16 @@ class TokenCache:
 
     Lookups are a single ``dict.get`` (atomic under the GIL); inserts and purges
     take a lock. FIFO rather than LRU: a hit costs no bookkeeping, and an entry
-    lives at most ``max_ttl`` anyway.
+    lives at most ``max_ttl`` anyway. The insertion order is kept in a deque:
+    evicting the oldest key of a dict (``next(iter(d))``) walks over the slots of
+    earlier deletions and costs O(n) until the dict is resized.
     """
 
     def __init__(self, max_entries: int, max_ttl: float) -> None:
         self.max_entries = max_entries
         self.max_ttl = max_ttl
         self._data: dict[bytes, Entry] = {}
+        self._order: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,9 +110,14 @@ class TokenCache:
         if not self.max_entries:
             return
         with self._lock:
+            if digest not in self._data:
+                self._order.append(digest)
             self._data[digest] = entry
-            while len(self._data) > self.max_entries:
-                del self._data[next(iter(self._data))]
+            while len(self._data) > self.max_entries and self._order:
+                self._data.pop(self._order.popleft(), None)
+            if len(self._order) > 2 * self.max_entries:
+                # keys dropped as stale or purged linger in the deque: compact it
+                self._order = collections.deque(d for d in self._order if d in self._data)
 
     def purge(self, ring: KeyRing) -> int:
         """Drop entries whose keys left the ring (called on every key change)."""
