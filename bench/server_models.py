@@ -1,11 +1,12 @@
 """grpcio sync server vs grpc.aio server for the Check workload, same handler, same load.
 
-    python bench/server_models.py [--seconds 5] [--concurrency 16]
+    python bench/server_models.py [--seconds 5] [--concurrency 16] [--workload cached|unique]
 
 Both servers run the real ``Authorizer`` (decode, evaluate, log, encode) in a child
 process; a grpc.aio client in another process keeps ``--concurrency`` Checks in
-flight with one cached nested-JWE token (the common case: a client reusing its
-token). Reported: Checks/s and the server's CPU µs per Check, and aio ÷ sync.
+flight, either with one cached nested-JWE token (a client reusing its token) or with
+4,000 unique nested RSA-OAEP-256/RS256 tokens (every Check decrypts and verifies).
+Reported: Checks/s and the server's CPU µs per Check, and aio ÷ sync.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 import structlog
 
 
-def build_authorizer() -> tuple[Any, str]:
+def build_authorizer(workload: str) -> tuple[Any, list[str]]:
+    """The real Authorizer, and the tokens to send: one (cached) or 4,000 unique ones."""
     sys.path.insert(0, os.path.dirname(__file__))
     from check_cost import setup
 
     authorizer, _, _, token = setup("RSA-OAEP-256", "RS256")
-    return authorizer, token()
+    return authorizer, [token() for _ in range(1 if workload == "cached" else 4000)]
 
 
 def quiet() -> None:
@@ -38,13 +40,13 @@ def quiet() -> None:
     )
 
 
-def serve_sync(port_q: Any, token_q: Any, stop: Any) -> None:
+def serve_sync(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     from concurrent import futures
 
     import grpc
 
     quiet()
-    authorizer, token = build_authorizer()
+    authorizer, token = build_authorizer(workload)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[authorizer.handler()])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -55,14 +57,14 @@ def serve_sync(port_q: Any, token_q: Any, stop: Any) -> None:
     server.stop(0)
 
 
-def serve_aio(port_q: Any, token_q: Any, stop: Any) -> None:
+def serve_aio(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     import grpc
 
     from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
     from extauthz.server.authz import SERVICE
 
     quiet()
-    authorizer, token = build_authorizer()
+    authorizer, token = build_authorizer(workload)
 
     async def check(request: Any, context: Any) -> bytes:
         return authorizer.check(request, None)
@@ -91,14 +93,18 @@ def serve_aio(port_q: Any, token_q: Any, stop: Any) -> None:
     asyncio.run(main())
 
 
-def load(port: int, token: str, seconds: float, concurrency: int, out: Any) -> None:
+def load(port: int, tokens: list[str], seconds: float, concurrency: int, out: Any) -> None:
     import grpc
 
     from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
     from extauthz.client import build_request
     from extauthz.server.authz import METHOD
 
-    payload = build_request({"authorization": f"Bearer {token}"}, "/orders").SerializeToString()
+    payloads = [
+        build_request({"authorization": f"Bearer {t}"}, "/orders").SerializeToString()
+        for t in tokens
+    ]
+    sent = iter(range(10**9))
 
     async def main() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -113,7 +119,7 @@ def load(port: int, token: str, seconds: float, concurrency: int, out: Any) -> N
             async def worker() -> None:
                 nonlocal done
                 while time.monotonic() < deadline:
-                    await call(payload, timeout=5)
+                    await call(payloads[next(sent) % len(payloads)], timeout=5)
                     done += 1
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -122,14 +128,14 @@ def load(port: int, token: str, seconds: float, concurrency: int, out: Any) -> N
     out.put(asyncio.run(main()))
 
 
-def run(model: Any, seconds: float, concurrency: int) -> tuple[float, float]:
+def run(model: Any, seconds: float, concurrency: int, workload: str) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     port_q, token_q, out, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=model, args=(port_q, token_q, stop))
+    server = ctx.Process(target=model, args=(port_q, token_q, stop, workload))
     server.start()
-    port, (token, cpu0) = port_q.get(timeout=60), token_q.get(timeout=60)
+    port, (token, cpu0) = port_q.get(timeout=120), token_q.get(timeout=120)
     # warm up (first Check pays the decrypt), then measure
-    warm = ctx.Process(target=load, args=(port, token, 0.5, 2, out))
+    warm = ctx.Process(target=load, args=(port, token[:1], 0.5, 2, out))
     warm.start()
     warm.join()
     out.get()
@@ -147,9 +153,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workload", choices=["cached", "unique"], default="cached")
     args = parser.parse_args()
-    sync_rate, sync_cpu = run(serve_sync, args.seconds, args.concurrency)
-    aio_rate, aio_cpu = run(serve_aio, args.seconds, args.concurrency)
+    sync_rate, sync_cpu = run(serve_sync, args.seconds, args.concurrency, args.workload)
+    aio_rate, aio_cpu = run(serve_aio, args.seconds, args.concurrency, args.workload)
     print(f"command: python {' '.join(sys.argv)}\n")
     print("| server | Checks/s | server CPU µs/Check |")
     print("|---|---:|---:|")
