@@ -377,7 +377,7 @@ class EnvoyProcess:
         self.access_log_path = self.workdir / "access.log"
         self._values.setdefault("ACCESS_LOG_PATH", str(self.access_log_path))
         self.access_log_path = Path(str(self._values["ACCESS_LOG_PATH"]))
-        self.bootstrap_path.write_text(render(BOOTSTRAP_TEMPLATE.read_text(), self._values))
+        self.bootstrap_path.write_text(self.bootstrap_text())
         admin_address_path = self.workdir / "admin.address"
         admin_address_path.unlink(missing_ok=True)
         try:
@@ -394,6 +394,10 @@ class EnvoyProcess:
         tb: TracebackType | None,
     ) -> None:
         self._stop()
+
+    def bootstrap_text(self) -> str:
+        """The bootstrap written on entry (subclasses may transform it)."""
+        return render(BOOTSTRAP_TEMPLATE.read_text(), self._values)
 
     def _start(self, admin_address_path: Path) -> None:
         command = [

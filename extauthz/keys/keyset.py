@@ -73,14 +73,6 @@ class KeyRing:
         """The keys of ``purpose`` (empty when none are loaded)."""
         return self.sets.get(purpose, EMPTY)
 
-    @property
-    def thumbprints(self) -> frozenset[str]:
-        """Thumbprints of every live key, whatever its purpose."""
-        out: set[str] = set()
-        for keyset in self.sets.values():
-            out |= keyset.thumbprints
-        return frozenset(out)
-
     def holds(self, purpose: str, thumbprint: str) -> bool:
         """Whether a key with ``thumbprint`` is still live for ``purpose``."""
         return thumbprint in self.get(purpose).thumbprints

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import zlib
-from collections.abc import Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -181,11 +180,3 @@ class JWSPolicy:
         )
         self.registry.algorithms = jws_models()
         self.registry.max_header_length = MAX_HEADER_BYTES
-
-
-def all_names(*groups: Iterable[str]) -> frozenset[str]:
-    """Union of algorithm name groups."""
-    out: set[str] = set()
-    for group in groups:
-        out.update(group)
-    return frozenset(out)

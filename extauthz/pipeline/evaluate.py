@@ -161,12 +161,11 @@ class Evaluator:
 
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
-        digest_hex = ""
         try:
             return self._check(request)
         except Exception:
             log.exception("check_failed", path=request.path_only, request_id=request.request_id)
-            return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), digest_hex
+            return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), ""
 
     def _check(self, request: CheckInput) -> tuple[Decision, str]:
         if not self.keys.ready:

@@ -21,11 +21,9 @@ bootstrap (same readiness checks, same cleanup).
 
 from __future__ import annotations
 
-import copy
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import yaml
 from envoy_harness import EnvoyProcess, render_bootstrap
@@ -149,31 +147,11 @@ class VariantEnvoy(EnvoyProcess):
         super().__init__(workdir, **kwargs)
         self._transform = transform
 
-    def __enter__(self) -> Self:
-        # EnvoyProcess.__enter__ with one difference: the bootstrap written is the
-        # example rendered, loaded, transformed and dumped again.
-        if self._workdir_arg is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="envoy-")
-            self.workdir = Path(self._tmp.name)
-        else:
-            self.workdir = self._workdir_arg
-            self.workdir.mkdir(parents=True, exist_ok=True)
-        self.bootstrap_path = self.workdir / "envoy.yaml"
-        self.log_path = self.workdir / "envoy.log"
-        self._values.setdefault("ACCESS_LOG_PATH", str(self.workdir / "access.log"))
-        self.access_log_path = Path(str(self._values["ACCESS_LOG_PATH"]))
+    def bootstrap_text(self) -> str:
+        """The example rendered, loaded, transformed and dumped again."""
         doc = yaml.safe_load(render_bootstrap(**self._values))
-        transformed = copy.deepcopy(doc)
-        self._transform(transformed)
-        self.bootstrap_path.write_text(yaml.safe_dump(transformed, sort_keys=False))
-        admin_address_path = self.workdir / "admin.address"
-        admin_address_path.unlink(missing_ok=True)
-        try:
-            self._start(admin_address_path)
-        except BaseException:
-            self._stop()
-            raise
-        return self
+        self._transform(doc)
+        return str(yaml.safe_dump(doc, sort_keys=False))
 
     def stat(self, name: str) -> int:
         """One counter or gauge from the admin ``/stats`` (0 when absent)."""
