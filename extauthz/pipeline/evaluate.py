@@ -89,6 +89,10 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def __contains__(self, digest: object) -> bool:
+        """Whether an entry (live or stale) is stored, without counting a lookup."""
+        return digest in self._data
+
     def get(self, digest: bytes, ring: KeyRing, now: float) -> Entry | None:
         """The live entry for ``digest``, or None (miss / expired / key removed)."""
         if not self.max_entries:
@@ -162,12 +166,27 @@ class Evaluator:
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
         try:
-            return self._check(request)
+            decided = self._check(request)
+        except Exception:
+            log.exception("check_failed", path=request.path_only, request_id=request.request_id)
+            return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), ""
+        assert decided is not None  # only inline checks stop short
+        return decided
+
+    def check_cached(self, request: CheckInput) -> tuple[Decision, str] | None:
+        """Like :meth:`check`, but None where a token would have to be verified.
+
+        Verification may wait (a JWKS refetch for an unknown ``kid``): an edge that runs
+        on an event loop answers what this returns at once and hands the rest, via
+        :meth:`check`, to a thread.
+        """
+        try:
+            return self._check(request, inline=True)
         except Exception:
             log.exception("check_failed", path=request.path_only, request_id=request.request_id)
             return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), ""
 
-    def _check(self, request: CheckInput) -> tuple[Decision, str]:
+    def _check(self, request: CheckInput, *, inline: bool = False) -> tuple[Decision, str] | None:
         if not self.keys.ready:
             return self.denials.deny(Reason.NOT_READY, policy.DEFAULT), ""
         ring = self.keys.ring
@@ -193,9 +212,13 @@ class Evaluator:
 
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         fp = fingerprint(digest)
+        if inline and digest not in self.cache:
+            return None
         now = self.clock()
         entry = self.cache.get(digest, ring, now)
         if entry is None:
+            if inline:
+                return None
             try:
                 entry = self._verify(token, ring, now)
             except AuthError as error:
