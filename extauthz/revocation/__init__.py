@@ -1,0 +1,1 @@
+"""Token revocation: lists of revoked tokens, watched like keys, checked on every Check."""
