@@ -18,14 +18,18 @@ The model, in one place (``docs/jwks.md`` has the long form):
   failed fetch.
 - **Cache.** A good set is refetched in the background when its lifetime ends:
   ``Cache-Control: max-age`` minus ``Age``, clamped to ``[min_refresh, max_refresh]``
-  (``min_refresh`` when the header is absent or says ``no-cache``/``no-store``). Checks
-  never wait for a scheduled refresh; the last good keys serve meanwhile.
+  (``min_refresh`` when the header is absent or says ``no-cache``/``no-store``). The
+  ceiling defaults to one hour, so a key the IdP withdraws stops working within the
+  hour whatever cache lifetime it announces. Checks never wait for a scheduled
+  refresh; the last good keys serve meanwhile.
 - **Unknown kid.** :meth:`JwksSource.request_refresh` sets one flag and wakes the
   thread; it never blocks and never fetches itself. The thread fetches at most once per
   ``refetch_interval`` for such requests, so any number of concurrent misses, or a
   flood of random ``kid`` values, costs one fetch per interval. Every successful fetch
-  publishes (even an unchanged set) so that callers waiting on the store's generation
-  wake up.
+  publishes (even an unchanged set) and every failed one reports ``failed``, so a
+  caller waiting in the store wakes up either way; while the last fetch failed,
+  :meth:`JwksSource.request_refresh` tells callers not to wait. The store lets at
+  most one caller per source wait, for at most 0.5 s.
 - **Failure.** A failed or malformed fetch calls ``sink.failed`` and keeps the last
   good keys; retries follow :class:`Backoff`. Before the first good fetch nothing is
   published, so the service stays not ready. A key that is gone from a good fetch is
@@ -60,6 +64,7 @@ from extauthz.keys.material import (
     strict_json_loads,
 )
 from extauthz.keys.sources.backoff import Backoff
+from extauthz.keys.sources.net import keepalive_socket_options
 
 log = structlog.get_logger("extauthz.keys.jwks")
 
@@ -234,6 +239,7 @@ class HttpFetcher:
         self._pool = urllib3.PoolManager(
             num_pools=4,
             ssl_context=context,
+            socket_options=keepalive_socket_options(),
             headers={
                 "Accept": "application/json",
                 "Accept-Encoding": "identity",
@@ -413,7 +419,7 @@ class JwksSource:
         ca_file: Path | None = None,
         allow_http: bool = False,
         min_refresh: float = 300.0,
-        max_refresh: float = 86400.0,
+        max_refresh: float = 3600.0,
         refetch_interval: float = 10.0,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
@@ -503,7 +509,8 @@ class JwksSource:
         Never blocks and never does I/O: it sets a flag and wakes the source thread.
         Returns True when a fetch is under way (in flight, or due now and starting)
         whose publish the caller may wait for; False when the caller should not wait:
-        rate-limited (the fetch is deferred to the end of the interval), stopped, or
+        rate-limited (the fetch is deferred to the end of the interval), stopped, the
+        last fetch failed (nobody waits on an IdP that is down), or
         ``kid`` is one we already publish (a token whose alg fits none of our keys
         must not make every Check wait for a fetch that cannot help).
         """
@@ -513,6 +520,10 @@ class JwksSource:
             self._pending_kid = kid[:_LOG_KID_CHARS] if isinstance(kid, str) else ""
             self._pending = True
             self._wake.set()  # the thread recomputes its wait with the pending request
+        if self._failures:
+            # the last fetch failed: the IdP is down or broken, and a caller that waits
+            # would only hold a worker; the (rate-limited) retry still happens
+            return False
         if self._fetching:
             return True  # its publish wakes the waiter; the pending flag asks for one more
         if self._clock() >= self.next_due():
