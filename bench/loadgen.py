@@ -5,6 +5,10 @@
   records each call's latency.
 - :func:`wrk` runs Debian's ``wrk`` (installed with apt-get when missing) for
   saturation throughput through Envoy.
+- :func:`hey` runs Debian's ``hey`` at a fixed rate (``-q`` per connection): the
+  reference for added latency at 1,000 requests/s. Each of its connections waits for
+  its answer before the next request, so it is open-loop only while every answer
+  comes back within one tick (16 ms at 62.5 requests/s per connection).
 - :func:`fixed_rate` is an open-loop HTTP/1.1 generator on asyncio: request *i* is
   due at ``start + i / rate`` whatever happened before, on whichever of several
   keep-alive connections is idle, and its latency runs from when it was *due* — so a
@@ -111,19 +115,25 @@ async def _grpc(port: int, payloads: Sequence[bytes], seconds: float, concurrenc
 # --------------------------------------------------------------------------- wrk
 
 
-def ensure_wrk() -> str:
-    """Path of ``wrk``; installs Debian's package (after ``apt-get update``) if missing."""
-    found = shutil.which("wrk")
+def ensure_tool(name: str) -> str:
+    """Path of ``name`` (``wrk``, ``hey``); installs the Debian package of the same name
+    (after ``apt-get update``) if missing."""
+    found = shutil.which(name)
     if found:
         return found
-    print("wrk not found: apt-get update && apt-get install -y wrk", flush=True)
+    print(f"{name} not found: apt-get update && apt-get install -y {name}", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+    subprocess.run(["apt-get", "install", "-y", "-qq", name], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
-    found = shutil.which("wrk")
+    found = shutil.which(name)
     if not found:
-        raise RuntimeError("wrk is not installed and apt-get could not install it")
+        raise RuntimeError(f"{name} is not installed and apt-get could not install it")
     return found
+
+
+def ensure_wrk() -> str:
+    """Path of ``wrk`` (see :func:`ensure_tool`)."""
+    return ensure_tool("wrk")
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -247,3 +257,36 @@ async def _fixed_rate(port: int, path: str, headers: dict[str, str], rate: float
     for writer in opened:
         writer.close()
     return _result(latencies, elapsed, errors=errors, non_2xx=non_2xx)
+
+
+# --------------------------------------------------------------------------- hey
+
+
+def hey(url: str, headers: dict[str, str], rate: float, seconds: float,
+        connections: int = 16) -> tuple[Result, str]:  # fmt: skip
+    """Run ``hey -z SECONDS -c CONNECTIONS -q RATE/CONNECTIONS``; its result and command.
+
+    hey prints latencies in whole 0.1 ms: finer differences are below its resolution.
+    """
+    command = [ensure_tool("hey"), "-z", f"{seconds:g}s", "-c", str(connections),
+               "-q", f"{rate / connections:g}", "-t", "5"]  # fmt: skip
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(url)
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    pct = {q: float(v) * 1e3 for q, v in re.findall(r"^\s*(50|90|99)% in ([\d.]+) secs", out, re.M)}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if len(pct) != 3 or not rps:
+        raise RuntimeError(f"unexpected hey output:\n{out}")
+    statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors = out.partition("Error distribution:")[2]
+    shown = [c if not c.startswith("authorization: ") else "authorization: Bearer $TOKEN"
+             for c in command]  # fmt: skip
+    shown[0] = "hey"
+    result = Result(
+        requests=sum(statuses.values()), seconds=seconds, rps=float(rps[1]),
+        p50_ms=pct["50"], p90_ms=pct["90"], p99_ms=pct["99"],
+        errors=sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", errors, re.M)),
+        non_2xx=sum(n for code, n in statuses.items() if not 200 <= code < 300),
+    )  # fmt: skip
+    return result, " ".join(shown)

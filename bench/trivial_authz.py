@@ -1,11 +1,14 @@
 """The floor of a Python ext_authz hop: allow everything, do nothing else.
 
-    python bench/trivial_authz.py --port PORT [--processes N] [--threads 8] [--dump FILE]
+    python bench/trivial_authz.py --port PORT [--processes N] [--threads 8] [--parse]
+                                  [--dump FILE]
 
 A grpcio sync server with one generic handler for
 ``envoy.service.auth.v3.Authorization/Check`` that takes the raw request bytes (no
 protobuf parse) and returns a precomputed serialized ``CheckResponse{status: OK}``
-(SPEC §9). Whatever extauthz does on top of this is the cost of its real work.
+Whatever extauthz does on top of this is the cost of its real work.
+``--parse`` deserializes every request into a full ``CheckRequest`` first (what any
+server that reads the request must pay) and still answers the precomputed response.
 Also serves ``grpc.health.v1`` (SERVING at once) so the benchmarks can wait for it.
 ``--processes N`` runs N such servers sharing the port with SO_REUSEPORT, like
 extauthz ``--workers N``. ``--dump FILE`` writes the first request's raw bytes
@@ -38,20 +41,25 @@ def ok_response() -> bytes:
     return response.SerializeToString()
 
 
-def serve(port: int, threads: int, reuse_port: bool, dump: str | None) -> None:
+def serve(port: int, threads: int, reuse_port: bool, dump: str | None,
+          parse: bool = False) -> None:  # fmt: skip
     """Serve until SIGTERM/SIGINT."""
+    from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+
     wire = ok_response()
     dumped = threading.Event()
 
-    def check(request: bytes, context: Any) -> bytes:
+    def check(request: Any, context: Any) -> bytes:
         if dump and not dumped.is_set():
             dumped.set()
-            Path(dump).write_bytes(request)
+            Path(dump).write_bytes(request if isinstance(request, bytes)
+                                   else request.SerializeToString())  # fmt: skip
         return wire
 
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Check": grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=None, response_serializer=None),
+            check, response_serializer=None,
+            request_deserializer=external_auth_pb2.CheckRequest.FromString if parse else None),
     })  # fmt: skip
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads), handlers=[handler],
@@ -76,16 +84,19 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--dump", help="write the first request's bytes here")
+    parser.add_argument("--parse", action="store_true", help="deserialize each CheckRequest")
     args = parser.parse_args()
     reuse = args.processes > 1
     others = [
-        mp.get_context("spawn").Process(target=serve, args=(args.port, args.threads, True, None))
+        mp.get_context("spawn").Process(
+            target=serve, args=(args.port, args.threads, True, None, args.parse)
+        )
         for _ in range(args.processes - 1)
     ]
     for proc in others:
         proc.start()
     try:
-        serve(args.port, args.threads, reuse, args.dump)
+        serve(args.port, args.threads, reuse, args.dump, args.parse)
     finally:
         for proc in others:
             proc.terminate()
