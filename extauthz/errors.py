@@ -11,7 +11,9 @@
         └── PolicyError        the token is good, the rule is not met -> 403
 
 ``AuthError`` never escapes the pipeline: the pipeline turns it into a deny
-``Decision``. The mapping of a reason to an HTTP status lives in :data:`STATUS`.
+``Decision``. A path that means different things to different upstreams is denied
+``bad_path`` (400) before any rule or token is looked at. The mapping of a reason
+to an HTTP status lives in :data:`STATUS`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Reason(enum.StrEnum):
     INVALID_CLAIM = "invalid_claim"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     UNKNOWN_RULE = "unknown_rule"
+    BAD_PATH = "bad_path"
     NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
 
@@ -51,6 +54,7 @@ STATUS: dict[Reason, int] = {
     Reason.MISSING_TOKEN: 401,
     Reason.INSUFFICIENT_SCOPE: 403,
     Reason.UNKNOWN_RULE: 403,
+    Reason.BAD_PATH: 400,
     Reason.NOT_READY: 503,
     Reason.INTERNAL_ERROR: 401,
 }
@@ -75,6 +79,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_CLAIM: "the token has a claim with an invalid value",
     Reason.INSUFFICIENT_SCOPE: "the token does not grant the required scope",
     Reason.UNKNOWN_RULE: "the route names an unknown rule",
+    Reason.BAD_PATH: "the request path is ambiguous",
     Reason.NOT_READY: "the service is not ready",
     Reason.INTERNAL_ERROR: "the request could not be authorized",
 }

@@ -12,6 +12,7 @@ then match it, and the key is still addressable when a token names it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -37,12 +38,23 @@ MAX_MATERIAL_BYTES = 1 << 20
 MAX_KEYS_PER_SET = 256
 
 
+def key_identity(thumbprint: str, kid: str, use: str | None, alg: str | None) -> str:
+    """The identity of a published key: its material (RFC 7638 thumbprint) AND what it
+    is published as (``kid``, ``use``, ``alg``). The same material re-published with
+    ``use: enc``, another ``alg`` or another ``kid`` is another key."""
+    text = json.dumps([thumbprint, kid, use, alg], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Key:
     """One usable key, immutable.
 
-    ``thumbprint`` (RFC 7638) is the key's identity: the token cache remembers the
-    thumbprints a decision depended on and drops the decision when one disappears.
+    ``thumbprint`` (RFC 7638) identifies the material. ``identity`` identifies the key
+    as published (material, ``kid``, ``use``, ``alg``): the token cache remembers the
+    identities a decision depended on and drops the decision as soon as one of them is
+    no longer published, so a cached decision never outlives a change of what a key
+    may be used for.
     """
 
     kid: str
@@ -53,6 +65,12 @@ class Key:
     thumbprint: str
     jwk: Any  # a joserfc RSAKey / ECKey / OKPKey / OctKey
     origin: str
+    identity: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.identity:
+            identity = key_identity(self.thumbprint, self.kid, self.use, self.alg)
+            object.__setattr__(self, "identity", identity)
 
     def usable_for(self, use: str, alg: str) -> bool:
         """Whether this key may serve ``use`` (``enc``/``sig``) with algorithm ``alg``.
@@ -183,6 +201,35 @@ def _import_rsa_private(data: Mapping[str, Any]) -> Any:
     return jwk.RSAKey.import_key(native, parameters=params)  # type: ignore[arg-type]
 
 
+#: RFC 7518 §3.2: an HMAC key must be at least as long as the hash output
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def hmac_key_long_enough(size: int, alg: str) -> bool:
+    """Whether an ``oct`` key of ``size`` bytes may serve ``alg`` (True for non-HMAC)."""
+    return size >= HMAC_MIN_BYTES.get(alg, 0)
+
+
+def _check_hmac_length(size: int, use: str | None, alg: str | None, origin: str) -> None:
+    """Refuse an ``oct`` signing key shorter than its hash output (RFC 7518 §3.2).
+
+    A key declaring ``HS*`` needs that hash's length; a ``use: sig`` key without
+    ``alg`` needs at least 32 bytes (HS256). A key declaring neither may still be a
+    key-wrapping key (16 bytes for ``A128KW``): the verifier refuses it for any ``HS*``
+    it is too short for.
+    """
+    if alg in HMAC_MIN_BYTES:
+        need = HMAC_MIN_BYTES[alg]
+    elif use == "sig" and alg is None:
+        need = HMAC_MIN_BYTES["HS256"]
+    else:
+        return
+    if size < need:
+        raise KeyMaterialError(
+            f"{origin}: an HMAC key needs at least {need} bytes ({8 * need} bits)"
+        )
+
+
 def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
     """One JWK dict -> :class:`Key`. Raises :class:`KeyMaterialError`."""
     if not isinstance(data, Mapping):
@@ -208,6 +255,8 @@ def key_from_jwk(data: Mapping[str, Any], origin: str) -> Key:
         thumbprint = key.thumbprint()
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise KeyMaterialError(f"{origin}: invalid {kty} key") from exc
+    if isinstance(key, jwk.OctKey):
+        _check_hmac_length(len(key.raw_value), use, alg, origin)
     return Key(
         kid=kid or thumbprint,
         kty=kty,

@@ -95,14 +95,18 @@ def lookup(claims: Mapping[str, Any], path: str) -> Any:
 
 
 def scopes(claims: Mapping[str, Any]) -> frozenset[str]:
-    """Granted scopes: ``scope`` (space-separated) and/or ``scp`` (array or string)."""
+    """Granted scopes: ``scope`` (space-separated) and/or ``scp`` (array or string).
+
+    A scope string is split on U+0020 only (RFC 6749 §3.3): a tab, a newline or any
+    other character is part of a scope, so ``"read\nadmin"`` never grants ``admin``.
+    """
     out: set[str] = set()
     scope = claims.get("scope")
     if isinstance(scope, str):
-        out.update(scope.split())
+        out.update(s for s in scope.split(" ") if s)
     scp = claims.get("scp")
     if isinstance(scp, str):
-        out.update(scp.split())
+        out.update(s for s in scp.split(" ") if s)
     elif isinstance(scp, list):
         out.update(s for s in scp if isinstance(s, str))
     return frozenset(out)

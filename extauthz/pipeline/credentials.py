@@ -25,10 +25,15 @@ def header_values(request: CheckInput, name: str) -> list[str]:
 
 
 def check_bounds(request: CheckInput, config: TokenConfig) -> None:
-    """Refuse requests whose header count or total size exceed the configured bounds."""
+    """Refuse requests whose header count, total header size or path length exceed the
+    configured bounds. Runs before any rule is evaluated (a ``path_regex`` never sees
+    an unbounded path)."""
     count = len(request.raw_headers) or len(request.headers)
     if count > config.max_headers:
         raise TokenError(Reason.TOO_LARGE, "too many headers")
+    if len(request.path) > config.max_header_bytes:
+        # the path is a header too (``:path``); over HTTP it arrives on the request line
+        raise TokenError(Reason.TOO_LARGE, "path too long")
     size = request.header_bytes
     if not size:
         pairs: Sequence[tuple[str, str]] = request.raw_headers or tuple(request.headers.items())
@@ -82,10 +87,20 @@ def _from_cookie(request: CheckInput, source: TokenSourceConfig) -> str | None:
     return found[0]
 
 
-def extract(request: CheckInput, config: TokenConfig) -> str | None:
-    """The token, or None when no source is present. Raises TokenError on ambiguity."""
+def locate(request: CheckInput, config: TokenConfig) -> tuple[str, TokenSourceConfig] | None:
+    """The token and the source it came from, or None when no source is present.
+
+    Raises TokenError on ambiguity. The source matters after the decision too:
+    ``upstream.authorization: remove | inner`` takes the token out of where it was.
+    """
     for source in config.sources:
         token = _from_header(request, source) if source.header else _from_cookie(request, source)
         if token is not None:
-            return token
+            return token, source
     return None
+
+
+def extract(request: CheckInput, config: TokenConfig) -> str | None:
+    """The token, or None when no source is present. Raises TokenError on ambiguity."""
+    found = locate(request, config)
+    return None if found is None else found[0]

@@ -7,8 +7,9 @@ unexpected exception becomes a deny ``internal_error`` (logged with its tracebac
 The verified-token cache maps the SHA-256 of a token to what verification and
 claims validation produced (claims, provider, precomputed claim headers). It is
 bounded, an entry never outlives ``exp + leeway``, and every hit re-checks that
-the keys the entry depended on are still in the current key ring, so a removed
-key stops working at once. Rules are evaluated on every request.
+the keys the entry depended on are still in the current key ring with the same
+identity (material, ``kid``, ``use``, ``alg``), so a removed or re-purposed key
+stops working at once. Rules are evaluated on every request.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from extauthz import metrics
-from extauthz.config import Config, ProviderConfig
+from extauthz.config import Config, ProviderConfig, TokenSourceConfig
 from extauthz.errors import AuthError, PolicyError, Reason, TokenError
 from extauthz.keys.keyset import KeyRing
 from extauthz.pipeline import claims as claims_mod
@@ -32,6 +33,8 @@ from extauthz.pipeline import credentials, policy
 from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers
 from extauthz.pipeline.request import CheckInput
 from extauthz.pipeline.tokens import TokenVerifier
+from extauthz.revocation.service import REVOKED
+from extauthz.revocation.store import RevocationStore
 
 log = structlog.get_logger("extauthz.pipeline")
 
@@ -67,6 +70,11 @@ class Entry:
     #: the last decision made for this token and its (rule, stripped headers) key: a
     #: client mostly repeats the same request; one slot keeps the entry small
     memo: tuple[tuple[Any, ...], Decision] | None = field(default=None, compare=False)
+    #: revocation: the token's ``jti`` ("" if none) and ``iat``, and the generation of
+    #: the revocation list it was last found clean under (-1: never checked)
+    jti: str = ""
+    iat: float | None = None
+    revocation: int = field(default=-1, compare=False)
 
 
 class TokenCache:
@@ -85,6 +93,8 @@ class TokenCache:
         self._data: dict[bytes, Entry] = {}
         self._order: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
+        #: the last ring seen and the key identities it publishes, per purpose
+        self._identities: tuple[KeyRing, dict[str, frozenset[str]]] | None = None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -101,13 +111,27 @@ class TokenCache:
         if entry is None:
             metrics.cache_lookup("miss")
             return None
-        if now >= entry.expires or not all(ring.holds(p, t) for p, t in entry.depends):
+        if now >= entry.expires or not self._holds(ring, entry.depends):
             with self._lock:
                 self._data.pop(digest, None)
             metrics.cache_lookup("stale")
             return None
         metrics.cache_lookup("hit")
         return entry
+
+    def _holds(self, ring: KeyRing, depends: tuple[tuple[str, str], ...]) -> bool:
+        """Whether every (purpose, key identity) is still published in ``ring``.
+
+        The identity covers material, ``kid``, ``use`` and ``alg``: a key re-published
+        under another ``kid`` or for another use stops the decisions made with it.
+        The identities of one ring are collected once (a ring is immutable).
+        """
+        memo = self._identities
+        if memo is None or memo[0] is not ring:
+            live = {p: frozenset(k.identity for k in ring.get(p).keys) for p in ring.sets}
+            memo = self._identities = (ring, live)
+        live = memo[1]
+        return all(identity in live.get(purpose, ()) for purpose, identity in depends)
 
     def put(self, digest: bytes, entry: Entry) -> None:
         """Insert, evicting the oldest entries beyond ``max_entries``."""
@@ -126,10 +150,7 @@ class TokenCache:
     def purge(self, ring: KeyRing) -> int:
         """Drop entries whose keys left the ring (called on every key change)."""
         with self._lock:
-            dead = [
-                d for d, e in self._data.items()
-                if not all(ring.holds(p, t) for p, t in e.depends)
-            ]  # fmt: skip
+            dead = [d for d, e in self._data.items() if not self._holds(ring, e.depends)]
             for digest in dead:
                 del self._data[digest]
         return len(dead)
@@ -144,13 +165,16 @@ class Evaluator:
     """Decides Checks under one config, reading keys from a store."""
 
     def __init__(
-        self, config: Config, keys: Keys, clock: Callable[[], float] = time.time
-    ) -> None:
+        self, config: Config, keys: Keys, clock: Callable[[], float] = time.time,
+        revocation: RevocationStore | None = None,
+    ) -> None:  # fmt: skip
         self.config = config
         self.keys = keys
+        #: None when no revocation list is configured: a Check then pays nothing for it
+        self.revocation = revocation
         self.clock = clock
         self.verifier = TokenVerifier(config, refresh=keys.refreshed)
-        self.policy = policy.Policy(config.rules)
+        self.policy = policy.Policy(config.rules, config.path_matching.case)
         self.headers = ClaimHeaders(config)
         self.denials = Denials(config)
         self.cache = TokenCache(config.cache.max_entries, config.cache.max_ttl_seconds)
@@ -190,9 +214,14 @@ class Evaluator:
         if not self.keys.ready:
             return self.denials.deny(Reason.NOT_READY, policy.DEFAULT), ""
         ring = self.keys.ring
+        try:
+            # bounds first: no rule (path_regex) ever runs on an unbounded request
+            credentials.check_bounds(request, self.config.token)
+        except TokenError as error:
+            return self.denials.deny(error.reason, policy.DEFAULT, error.detail), ""
         path = request.route_path
         if path is None:
-            return self.denials.deny(Reason.MALFORMED, policy.DEFAULT, "ambiguous path"), ""
+            return self.denials.deny(Reason.BAD_PATH, policy.DEFAULT, "ambiguous path"), ""
         try:
             rule = self.policy.select(request.method, path, request.context)
         except PolicyError as error:
@@ -201,14 +230,14 @@ class Evaluator:
                       rule=request.context.get("rule", ""))  # fmt: skip
             return self.denials.from_policy(error, request.context.get("rule", "")), ""
         try:
-            credentials.check_bounds(request, self.config.token)
-            token = credentials.extract(request, self.config.token)
+            found = credentials.locate(request, self.config.token)
         except TokenError as error:
             return self.denials.deny(error.reason, rule.name, error.detail), ""
-        if token is None:
+        if found is None:
             if rule.anonymous:
                 return self._anonymous(request, rule.name), ""
             return self.denials.deny(Reason.MISSING_TOKEN, rule.name), ""
+        token, source = found
 
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         fp = fingerprint(digest)
@@ -224,16 +253,23 @@ class Evaluator:
             except AuthError as error:
                 return self.denials.deny(error.reason, rule.name, error.detail), fp
             self.cache.put(digest, entry)
+        if self.revocation is not None and entry.revocation != self.revocation.lists.generation:
+            revoked = self._revoked(rule, entry, digest, now)
+            if revoked is not None:
+                return revoked, fp
         stripped = self._stripped(request, entry) if self._strip else ()
-        key = (rule, stripped)
+        key = (rule, stripped, source)
         memo = entry.memo
         if memo is not None and memo[0] == key:
             return memo[1], fp
-        decision = self._decide(rule, entry, stripped)
+        decision = self._decide(rule, entry, stripped, source)
         entry.memo = (key, decision)
         return decision, fp
 
-    def _decide(self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...]) -> Decision:
+    def _decide(
+        self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...],
+        source: TokenSourceConfig,
+    ) -> Decision:  # fmt: skip
         who = {"sub": entry.sub, "iss": entry.provider.issuer, "kid": entry.kid,
                "enc_kid": entry.enc_kid}  # fmt: skip
         try:
@@ -245,7 +281,29 @@ class Evaluator:
                 error.reason, rule.name, error.detail, sub=entry.sub, iss=entry.provider.issuer,
                 kid=entry.kid, enc_kid=entry.enc_kid,
             )  # fmt: skip
-        return self._allow(rule.name, entry, stripped)
+        return self._allow(rule.name, entry, stripped, source)
+
+    def _revoked(self, rule: policy.Rule, entry: Entry, digest: bytes, now: float) -> (
+        Decision | None
+    ):
+        """A deny when the token is on the revocation list in force; else remember that
+        it is clean under this list's generation (a cached token costs one comparison
+        until the list changes)."""
+        assert self.revocation is not None
+        lists = self.revocation.lists  # one snapshot for the whole check
+        if not lists.ready:
+            return self.denials.deny(Reason.NOT_READY, rule.name, "revocation lists not loaded")
+        provider = entry.provider
+        why = lists.match(
+            digest, provider.issuer, entry.jti, entry.sub, entry.iat, now, provider.leeway_seconds
+        )
+        if why:
+            return self.denials.deny(
+                Reason(REVOKED), rule.name, why, sub=entry.sub, iss=provider.issuer,
+                kid=entry.kid, enc_kid=entry.enc_kid,
+            )  # fmt: skip
+        entry.revocation = lists.generation
+        return None
 
     def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:
         verified = self.verifier.verify(token, ring)
@@ -253,6 +311,8 @@ class Evaluator:
         claims = verified.claims
         headers, remove, dropped = self.headers.render(verified.provider, claims)
         sub = claims.get("sub")
+        jti = claims.get("jti")
+        iat = claims.get("iat")  # validated: a number in range, or absent
         # keep only what rules can read later (scopes and require_claims roots)
         kept = {k: claims[k] for k in self._rule_claims if k in claims}
         inner = verified.inner if self.upstream.authorization == "inner" else ""
@@ -261,7 +321,8 @@ class Evaluator:
             expires=min(expires, now + self.cache.max_ttl), depends=verified.depends,
             headers=headers, remove=remove, dropped=dropped, inner=inner,
             sub=sub if isinstance(sub, str) else "", kid=verified.kid or "",
-            enc_kid=verified.enc_kid or "",
+            enc_kid=verified.enc_kid or "", jti=jti if isinstance(jti, str) else "",
+            iat=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
         )  # fmt: skip
 
     def _stripped(self, request: CheckInput, entry: Entry | None) -> tuple[str, ...]:
@@ -272,18 +333,27 @@ class Evaluator:
             n for n in names if n.startswith(self._strip) and n not in managed
         ))  # fmt: skip
 
-    def _allow(self, rule: str, entry: Entry, stripped: tuple[str, ...]) -> Decision:
+    def _allow(
+        self, rule: str, entry: Entry, stripped: tuple[str, ...], source: TokenSourceConfig
+    ) -> Decision:
         # reuse the entry's tuples when nothing is added: a memoized Decision per cached
         # token should not hold a second copy of its headers
         headers = entry.headers
         remove = entry.remove
         mode = self.upstream.authorization
-        if mode == "remove":
-            remove = (*remove, "authorization")
-        elif mode == "inner" and entry.inner:
-            headers = (*headers, ("authorization", f"Bearer {entry.inner}"))
+        if mode != "keep":
+            # the token leaves the request where it came from. A cookie takes the whole
+            # cookie header with it: rewriting the header minus one cookie would rely on
+            # the upstream splitting cookies exactly as we do (``,`` vs ``;``, quotes)
+            taken = source.header or "cookie"
+            if mode == "inner" and entry.inner:
+                headers = (*headers, ("authorization", f"Bearer {entry.inner}"))
+                if taken != "authorization":
+                    remove = (*remove, taken)
+            else:
+                remove = (*remove, taken)
         if stripped:
-            remove = (*remove, *stripped)
+            remove = (*remove, *(h for h in stripped if h not in remove))
         return Decision(
             allowed=True, status=200, reason=Reason.OK, rule=rule,
             upstream_headers=headers, remove_headers=remove,

@@ -8,6 +8,69 @@ from dataclasses import dataclass, field
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _HEX = frozenset(string.hexdigits)
+#: decoded from a %-escape, these change how upstreams split or resolve the path
+_AMBIGUOUS_DECODED = frozenset("/\\;%")
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 0x20 or ord(char) == 0x7F
+
+
+def _valid_utf8(data: bytearray) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode_escapes(path: str) -> str | None:
+    """Decode %-escaped unreserved characters; keep every other escape (upper-cased).
+
+    None when the result would depend on the upstream's decoder: a broken escape, an
+    escaped ``/``, ``\\``, ``;`` or control character, an escaped ``%`` that starts
+    another escape (``%252e``: double encoding, which a chain of two decoders turns
+    into ``.``), or escaped bytes that are not UTF-8 (``%c0%ae``, an overlong ``.``
+    that some decoders accept).
+    """
+    out: list[str] = []
+    high = bytearray()  # a run of escaped bytes >= 0x80: must be well-formed UTF-8
+    i = 0
+    size = len(path)
+    while i < size:
+        c = path[i]
+        if c != "%":
+            if high and not _valid_utf8(high):
+                return None
+            high.clear()
+            out.append(c)
+            i += 1
+            continue
+        pair = path[i + 1 : i + 3]
+        if len(pair) != 2 or not set(pair) <= _HEX:
+            return None
+        value = int(pair, 16)
+        if value >= 0x80:
+            high.append(value)
+        else:
+            if high and not _valid_utf8(high):
+                return None
+            high.clear()
+            char = chr(value)
+            if char in _AMBIGUOUS_DECODED or _is_control(char):
+                following = path[i + 3 : i + 5]
+                double = len(following) == 2 and set(following) <= _HEX
+                if char != "%" or double:
+                    return None
+            if char in _UNRESERVED:
+                out.append(char)
+                i += 3
+                continue
+        out.append("%" + pair.upper())
+        i += 3
+    if high and not _valid_utf8(high):
+        return None
+    return "".join(out)
 
 
 def normalize_path(path: str) -> str | None:
@@ -16,29 +79,22 @@ def normalize_path(path: str) -> str | None:
 
     Rules must match what the upstream will serve, not the raw bytes a client chose:
     ``/public/../admin``, ``//admin`` and ``/%61dmin`` are all ``/admin``. Returns None
-    for a path whose meaning depends on the upstream — an encoded ``/`` or ``\\``, a raw
-    backslash, a control character or broken %-encoding — which is denied.
+    (denied ``bad_path``) for a path whose meaning depends on the upstream:
+
+    - ``;`` path parameters: servlet containers (Tomcat, Jetty, Spring) drop ``;...``
+      from each segment before resolving ``..`` (``/public/..;/admin`` is ``/admin``
+      there), other servers keep them as part of the name;
+    - a ``\\`` (some servers treat it as ``/``) or an encoded ``/`` / ``\\``;
+    - a control character, raw or encoded;
+    - broken or ambiguous %-encoding (see :func:`_decode_escapes`).
     """
-    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if "\\" in path or ";" in path or any(_is_control(c) for c in path):
         return None
     if "%" in path:
-        out: list[str] = []
-        i = 0
-        while i < len(path):
-            c = path[i]
-            if c != "%":
-                out.append(c)
-                i += 1
-                continue
-            pair = path[i + 1 : i + 3]
-            if len(pair) != 2 or not set(pair) <= _HEX:
-                return None
-            char = chr(int(pair, 16))
-            if char in "/\\" or ord(char) < 0x20 or ord(char) == 0x7F:
-                return None
-            out.append(char if char in _UNRESERVED else "%" + pair.upper())
-            i += 3
-        path = "".join(out)
+        decoded = _decode_escapes(path)
+        if decoded is None:
+            return None
+        path = decoded
     if not path.startswith("/"):
         path = "/" + path
     if "//" not in path and "/." not in path:

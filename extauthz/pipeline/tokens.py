@@ -28,7 +28,7 @@ from joserfc.errors import ExceededSizeError, JoseError
 from extauthz.config import Config, ProviderConfig
 from extauthz.errors import Reason, TokenError
 from extauthz.keys.keyset import DECRYPTION, KeyRing, KeySet, provider_purpose
-from extauthz.keys.material import Key, strict_json_loads
+from extauthz.keys.material import Key, hmac_key_long_enough, strict_json_loads
 from extauthz.pipeline.algorithms import (
     ES_CURVES,
     MAX_HEADER_BYTES,
@@ -60,8 +60,14 @@ class Verified:
     enc_kid: str | None  # of the JWE key used, when encrypted
     inner: str  # the compact JWS (the token itself when not encrypted)
     encrypted: bool
-    #: (purpose, thumbprint) of every key the result depends on
+    #: (purpose, identity) of every key the result depends on (see ``Key.identity``)
     depends: tuple[tuple[str, str], ...]
+
+
+def media_type(value: str) -> str:
+    """A ``typ``/``cty`` value compared as JOSE does: lower-case, ``application/`` optional."""
+    value = value.strip().lower()
+    return value.removeprefix("application/")
 
 
 def b64decode(segment: bytes) -> bytes:
@@ -129,6 +135,7 @@ def _candidates(
         if k.kty in ktys
         and (k.usable_for(use, alg) or (alias is not None and k.usable_for(use, alias)))
         and (alg not in ES_CURVES or k.jwk.get("crv") == ES_CURVES[alg])
+        and (k.kty != "oct" or hmac_key_long_enough(len(k.jwk.raw_value), alg))
     ]  # fmt: skip
     return fit[:limit] if kid is None else fit
 
@@ -148,6 +155,10 @@ class TokenVerifier:
         self.providers: dict[str, tuple[ProviderConfig, JWSPolicy, str]] = {
             p.issuer: (p, JWSPolicy(p), provider_purpose(p.name)) for p in config.providers
         }
+        #: provider name -> accepted ``typ`` values (empty: no check)
+        self._types = {
+            p.name: frozenset(media_type(t) for t in p.token_types) for p in config.providers
+        }
         self._depends: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
         self._refresh = refresh
@@ -160,8 +171,8 @@ class TokenVerifier:
             raise TokenError(Reason.MALFORMED, "characters outside base64url and '.'")
         dots = token.count(".")
         if dots == 4:
-            inner, enc_alg, enc_kid, enc_tp = self._decrypt(token, ring)
-            return self._verify_inner(inner, ring, enc_alg, enc_kid, enc_tp)
+            inner, enc_header, enc_kid, enc_id = self._decrypt(token, ring)
+            return self._verify_inner(inner, ring, enc_header, enc_kid, enc_id)
         if dots == 2:
             if self.decryption_required:
                 raise TokenError(Reason.ENCRYPTION_REQUIRED, "plain JWS while decryption.required")
@@ -170,7 +181,8 @@ class TokenVerifier:
 
     # -- JWE ---------------------------------------------------------------------------
 
-    def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, str, str, str]:
+    def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, dict[str, Any], str, str]:
+        """(plaintext, protected header, kid and identity of the key that decrypted)."""
         segments = token.encode("ascii").split(b".")
         header = parse_header(segments[0])
         for segment in segments[1:]:
@@ -184,12 +196,15 @@ class TokenVerifier:
             raise TokenError(Reason.ALG_NOT_ALLOWED, f"JWE alg {alg!r} enc {enc!r}")
         if "zip" in header and (header["zip"] != "DEF" or policy.zip_max_bytes <= 0):
             raise TokenError(Reason.ALG_NOT_ALLOWED, "zip not enabled")
+        # PBES2: one iteration budget per Check, not per key tried (each key costs p2c)
+        pbes2_keys = 0
         if alg.startswith("PBES2"):
             p2c = header.get("p2c")
             if not isinstance(p2c, int) or isinstance(p2c, bool) or p2c < 1:
                 raise TokenError(Reason.MALFORMED, "PBES2 without a valid p2c")
             if p2c > policy.pbes2_max_iterations:
                 raise TokenError(Reason.TOO_LARGE, "PBES2 iteration count over the cap")
+            pbes2_keys = policy.pbes2_max_iterations // p2c
         cty = header.get("cty")
         if cty is not None and cty.lower() not in ("jwt", "application/jwt"):
             raise TokenError(Reason.MALFORMED, "JWE content type is not JWT")
@@ -200,6 +215,8 @@ class TokenVerifier:
         )  # fmt: skip
         if not keys:
             raise TokenError(Reason.UNKNOWN_KID, "no decryption key fits")
+        if pbes2_keys:
+            keys = keys[:pbes2_keys]
         for key in keys:
             try:
                 result = jwe.decrypt_compact(token, key.jwk, registry=policy.registry)
@@ -211,19 +228,20 @@ class TokenVerifier:
             plaintext = result.plaintext
             if plaintext is None:
                 break
-            return plaintext, alg, key.kid, key.thumbprint
+            return plaintext, header, key.kid, key.identity
         raise TokenError(Reason.DECRYPT_FAILED, "no key decrypted the token")
 
     def _verify_inner(
-        self, plaintext: bytes, ring: KeyRing, enc_alg: str, enc_kid: str, enc_tp: str
-    ) -> Verified:
+        self, plaintext: bytes, ring: KeyRing, enc_header: Mapping[str, Any], enc_kid: str,
+        enc_id: str,
+    ) -> Verified:  # fmt: skip
         if len(plaintext) > self.max_bytes:
             raise TokenError(Reason.TOO_LARGE, "plaintext over max_bytes")
         try:
             text = plaintext.decode("ascii")
         except UnicodeDecodeError:
             text = ""
-        encrypted = (enc_kid, enc_tp)
+        encrypted = (enc_kid, enc_id)
         if text and _TOKEN_CHARS.fullmatch(text):
             dots = text.count(".")
             if dots == 2:
@@ -234,17 +252,36 @@ class TokenVerifier:
         stripped = plaintext.lstrip()
         if not stripped.startswith(b"{"):
             raise TokenError(Reason.MALFORMED, "plaintext is not a JWT")
-        # an unsigned claims set: only for a provider that allows it, under symmetric keys
+        # an unsigned claims set: only for a provider that allows it, under symmetric key
+        # management, and only under a decryption key that this provider names: a key
+        # shared with one sender never lets it mint tokens for another issuer
         claims = parse_claims(plaintext)
         provider, _, _ = self._provider(claims)
-        if not provider.allow_unsigned_inner or enc_alg not in SYMMETRIC_KEY_MANAGEMENT:
+        if (
+            enc_header["alg"] not in SYMMETRIC_KEY_MANAGEMENT
+            or enc_kid not in provider.allow_unsigned_inner
+        ):
             raise TokenError(Reason.UNSIGNED, "inner token is not signed")
+        self._check_type(provider, enc_header)
         return Verified(
             claims=claims, provider=provider, kid=None, enc_kid=enc_kid, inner="",
-            encrypted=True, depends=((DECRYPTION, enc_tp),),
+            encrypted=True, depends=((DECRYPTION, enc_id),),
         )  # fmt: skip
 
     # -- JWS ---------------------------------------------------------------------------
+
+    def _check_type(self, provider: ProviderConfig, header: Mapping[str, Any]) -> None:
+        """The provider's optional ``typ`` allow-list (RFC 9068 §4: ``at+jwt``).
+
+        Compared case-insensitively, with or without the ``application/`` prefix
+        (RFC 7515 §4.1.9). A token without ``typ`` fails a configured check.
+        """
+        allowed = self._types[provider.name]
+        if not allowed:
+            return
+        typ = header.get("typ")
+        if not isinstance(typ, str) or media_type(typ) not in allowed:
+            raise TokenError(Reason.INVALID_CLAIM, "token type (typ) not accepted")
 
     def _provider(self, claims: Mapping[str, Any]) -> tuple[ProviderConfig, JWSPolicy, str]:
         iss = claims.get("iss")
@@ -275,6 +312,7 @@ class TokenVerifier:
         provider, policy, purpose = self._provider(claims)
         if alg not in policy.algorithms:
             raise TokenError(Reason.ALG_NOT_ALLOWED, f"JWS alg {alg!r}")
+        self._check_type(provider, header)
         kid = header.get("kid")
         ktys = key_types_for_signature(alg)
         keys = _candidates(ring.get(purpose), kid, "sig", alg, ktys, self.max_keys_tried)
@@ -292,7 +330,7 @@ class TokenVerifier:
                 raise TokenError(Reason.TOO_LARGE, "a JWS part exceeds its size bound") from exc
             except _CRYPTO_ERRORS:
                 continue
-            depends: tuple[tuple[str, str], ...] = ((purpose, key.thumbprint),)
+            depends: tuple[tuple[str, str], ...] = ((purpose, key.identity),)
             if encrypted is not None:
                 depends += ((DECRYPTION, encrypted[1]),)
             # one shared tuple per key combination (cached tokens each hold one)

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
+from joserfc import jws as joserfc_jws
+from joserfc.jwk import OctKey
+from joserfc.jws import JWSRegistry
 from jwcrypto import jwe as cjwe
 from jwcrypto import jwk as cjwk
 
@@ -35,6 +38,7 @@ from .support import (
     Env,
     Kit,
     b64,
+    bare,
     body,
     claims,
     compact_json,
@@ -44,6 +48,7 @@ from .support import (
     jwk_dict,
     key,
     nested,
+    oct_jwk,
     raw_jws,
     replace_segment,
     segments,
@@ -163,6 +168,23 @@ def pbes2(p2c: Any) -> str:
         "p2c": p2c,
     }
     return fake_jwe(header)
+
+
+#: a 128-bit HMAC secret: long enough for a key-wrapping key, too short for HS256
+SHORT_HMAC = bytes(range(16))
+
+
+def jose_raw_oct(secret: bytes) -> Any:
+    """A bare joserfc ``oct`` key, to sign with whatever a test likes."""
+    return OctKey.import_key(secret)
+
+
+def raw_typless(kit: Kit) -> str:
+    """A valid RS256 token of ``idp`` whose header has no ``typ`` at all."""
+    registry = JWSRegistry(algorithms=["RS256"], strict_check_header=False)
+    protected = {"alg": "RS256", "kid": kit.sig_rsa.kid}
+    payload = compact_json(claims()).encode()
+    return joserfc_jws.serialize_compact(protected, payload, bare(kit.sig_rsa), registry=registry)
 
 
 _BOMBS: dict[str, str] = {}
@@ -664,13 +686,41 @@ ATTACKS: list[Attack] = [
         "unsigned_inner_under_public_key_even_if_allowed",
         lambda kit, url: encrypt(json.dumps(claims()), kit.enc_rsa),
         R.UNSIGNED,
-        idp={"allow_unsigned_inner": True},
+        idp={"allow_unsigned_inner": ["enc-rsa"]},
     ),
     Attack(
         "unsigned_inner_under_ecdh_even_if_allowed",
         lambda kit, url: encrypt(json.dumps(claims()), kit.enc_ec, "ECDH-ES"),
         R.UNSIGNED,
-        idp={"allow_unsigned_inner": True},
+        idp={"allow_unsigned_inner": ["enc-ec"]},
+    ),
+    Attack(
+        # a key shared with one sender never lets it mint tokens for another issuer
+        "unsigned_inner_under_a_symmetric_key_the_provider_does_not_name",
+        lambda kit, url: encrypt(
+            json.dumps(claims(scope="admin", sub="root")), kit.enc_oct[256], "dir"
+        ),
+        R.UNSIGNED,
+        idp={"allow_unsigned_inner": ["enc-oct-128"]},
+    ),
+    Attack(
+        "hs256_with_a_key_shorter_than_the_hash",
+        lambda kit, url: sign(claims(), jose_raw_oct(SHORT_HMAC), "HS256"),
+        R.UNKNOWN_KID,
+        idp=HS_PROVIDER,
+        keys=lambda kit: {"idp_keys": [key(oct_jwk(128, "short", use=None, secret=SHORT_HMAC))]},
+    ),
+    Attack(
+        "typ_not_in_the_providers_token_types",
+        lambda kit, url: sign(claims(), kit.sig_rsa, header={"typ": "JWT"}),
+        R.INVALID_CLAIM,
+        idp={"token_types": ["at+jwt"]},
+    ),
+    Attack(
+        "typ_missing_when_the_provider_checks_it",
+        lambda kit, url: raw_typless(kit),
+        R.INVALID_CLAIM,
+        idp={"token_types": ["at+jwt"]},
     ),
     Attack(
         "plain_jws_when_decryption_required",

@@ -468,12 +468,13 @@ def test_unknown_rule_is_logged_as_a_configuration_error(env: Env) -> None:
 
 @pytest.mark.parametrize("reason", [r for r in Reason if r not in (Reason.OK, Reason.ANONYMOUS)])
 def test_every_deny_reason_has_a_safe_response(reason: Reason) -> None:
-    """Every reason class maps to 401/403/503, a JSON body and a challenge per SPEC §3."""
+    """Every reason class maps to 400/401/403/503, a JSON body and a challenge per SPEC §3."""
     denials = Denials(build_config({"token": {"realm": "r"}}))
     decision = denials.deny(reason, "rule-x", "operator detail kid=enc-rsa")
     expected_status = {
         Reason.INSUFFICIENT_SCOPE: 403,
         Reason.UNKNOWN_RULE: 403,
+        Reason.BAD_PATH: 400,
         Reason.NOT_READY: 503,
     }.get(reason, 401)
     assert decision.status == expected_status == STATUS.get(reason, 401)
@@ -497,6 +498,9 @@ def test_every_deny_reason_has_a_safe_response(reason: Reason) -> None:
     elif reason is Reason.NOT_READY:
         assert data["error"] == "not_ready"
         assert response_header(decision, "retry-after")
+    elif reason is Reason.BAD_PATH:
+        assert (data["error"], data["reason"]) == ("bad_path", "bad_path")
+        assert challenge is None  # not about credentials: no challenge
 
 
 # -- dynamic metadata ------------------------------------------------------------------

@@ -281,10 +281,10 @@ def test_rfc7520_jwe_examples_decrypt(new_env: NewEnv, token: str, jwk: dict[str
     The plaintext is prose, not a JWT, so the full pipeline then denies ``malformed``.
     """
     env = new_env(decryption_keys=[key(jwk)])
-    plaintext, alg, kid, _ = env.evaluator.verifier._decrypt(token, env.store.ring)
+    plaintext, header, kid, _ = env.evaluator.verifier._decrypt(token, env.store.ring)
     assert plaintext == vectors.RFC7520_PLAINTEXT_5
     assert kid == jwk["kid"]
-    assert alg == header_of(token)["alg"]
+    assert header["alg"] == header_of(token)["alg"]
     assert env.check(token).reason is Reason.MALFORMED
 
 

@@ -333,17 +333,28 @@ def test_context_scopes_combine_with_the_rules_own(policy_env: Env, kit: Kit) ->
     assert (allowed.allowed, allowed.rule) == (True, "admin")
 
 
-def test_context_scopes_keep_an_anonymous_rule_anonymous(policy_env: Env) -> None:
-    """Adding scopes does not turn an anonymous route into a protected one for no token."""
-    decision = policy_env.check(path="/public/x", context={"scopes": "extra"})
-    assert (decision.allowed, decision.reason) == (True, Reason.ANONYMOUS)
+@pytest.mark.parametrize(
+    "context",
+    [{"scopes": "extra"}, {"rule": "public", "scopes": "extra"}, {"scopes": "   extra "}],
+)
+def test_context_scopes_make_a_missing_token_401_even_on_an_anonymous_route(
+    policy_env: Env, kit: Kit, context: dict[str, str]
+) -> None:
+    """Scopes added by the route require a token: a missing token never gets more than a
+    token that lacks the scope (which is a 403)."""
+    decision = policy_env.check(path="/public/x", context=context)
+    assert (decision.allowed, decision.status, decision.reason) == (
+        False, 401, Reason.MISSING_TOKEN,
+    )  # fmt: skip
+    lacking = policy_env.check(token(kit), path="/public/x", context=context)
+    assert (lacking.status, lacking.reason) == (403, Reason.INSUFFICIENT_SCOPE)
+    assert policy_env.check(token(kit, scope="extra"), path="/public/x", context=context).allowed
 
 
 @pytest.mark.parametrize("path", ["/public%2F..%2Fadmin/users", "/public/a%5Cb", "/a\\b", "/%zz"])
 def test_a_path_whose_meaning_depends_on_the_upstream_is_denied(
     policy_env: Env, kit: Kit, path: str
 ) -> None:
-    """Encoded slashes/backslashes and broken %-encoding are denied ``malformed``."""
+    """Encoded slashes/backslashes and broken %-encoding are denied ``bad_path`` (400)."""
     decision = policy_env.check(token(kit), path=path)
-    assert not decision.allowed
-    assert decision.reason.value == "malformed"
+    assert (decision.allowed, decision.status, decision.reason) == (False, 400, Reason.BAD_PATH)

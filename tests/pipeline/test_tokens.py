@@ -454,7 +454,7 @@ def test_unsigned_inner_is_accepted_only_when_allowed_and_symmetric(
     new_env: NewEnv, kit: Kit
 ) -> None:
     """``allow_unsigned_inner`` works under dir / A*KW, never under public-key wrapping."""
-    env = new_env(idp={"allow_unsigned_inner": True})
+    env = new_env(idp={"allow_unsigned_inner": ["enc-oct-256", "enc-rsa", "enc-ec"]})
     body = json.dumps(claims())
     assert reason_of(env, encrypt(body, kit.enc_oct[256], "dir")) is Reason.OK
     assert reason_of(env, encrypt(body, kit.enc_oct[256], "A256KW")) is Reason.OK
@@ -467,7 +467,7 @@ def test_unsigned_inner_is_accepted_only_when_allowed_and_symmetric(
 
 def test_unsigned_inner_token_allowed_reaches_the_upstream(new_env: NewEnv, kit: Kit) -> None:
     """An allowed unsigned inner token is a full allow with claim headers, no JWS kid."""
-    env = new_env(idp={"allow_unsigned_inner": True})
+    env = new_env(idp={"allow_unsigned_inner": ["enc-oct-256"]})
     decision = env.check(encrypt(json.dumps(claims()), kit.enc_oct[256], "dir"))
     assert decision.allowed
     assert ("x-auth-subject", "user-1") in decision.upstream_headers
@@ -633,7 +633,7 @@ def test_verified_result_names_the_keys_it_depends_on(env: Env, kit: Kit) -> Non
     assert verified.enc_kid == "enc-rsa"
     assert verified.encrypted
     assert set(verified.depends) == {
-        (IDP, kit.sig_rsa.thumbprint),
-        (DECRYPTION, kit.enc_rsa.thumbprint),
+        (IDP, kit.sig_rsa.identity),
+        (DECRYPTION, kit.enc_rsa.identity),
     }
     assert verified.inner.count(".") == 2
