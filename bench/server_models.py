@@ -28,8 +28,8 @@ def build_authorizer(workload: str) -> tuple[Any, list[str]]:
     sys.path.insert(0, os.path.dirname(__file__))
     from check_cost import setup
 
-    authorizer, _, _, token = setup("RSA-OAEP-256", "RS256")
-    return authorizer, [token() for _ in range(1 if workload == "cached" else 4000)]
+    s = setup("RSA-OAEP-256", "RS256")
+    return s.authorizer, [s.token() for _ in range(1 if workload == "cached" else 4000)]
 
 
 def quiet() -> None:
