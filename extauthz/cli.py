@@ -1,4 +1,4 @@
-"""The ``extauthz`` command line (SPEC §6): serve, keygen, token, check, config validate."""
+"""The ``extauthz`` command line: serve, keygen, token, check, config validate/schema."""
 
 from __future__ import annotations
 
@@ -100,10 +100,28 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expected(expect: str | None, result: dict[str, Any]) -> bool:
+    """``--expect allow`` / ``deny`` / ``deny:<reason>`` against a described decision."""
+    if expect is None:
+        return bool(result["decision"] == "allow")
+    from extauthz.client import reason_of
+
+    decision, _, reason = expect.partition(":")
+    return bool(result["decision"] == decision) and (not reason or reason_of(result) == reason)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Send one Check to a running server and print the decision."""
-    from extauthz.client import check
+    from extauthz.client import check, check_http
 
+    if bool(args.address) == bool(args.http):
+        print("extauthz check: give exactly one of --address, --http", file=sys.stderr)
+        return EXIT_ERROR
+    if args.expect is not None:
+        decision, _, reason = args.expect.partition(":")
+        if decision not in ("allow", "deny") or (decision == "allow" and reason):
+            print("extauthz check: --expect is allow, deny or deny:<reason>", file=sys.stderr)
+            return EXIT_ERROR
     headers: dict[str, str] = {}
     for item in args.header or []:
         name, sep, value = item.partition(":")
@@ -118,27 +136,52 @@ def cmd_check(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         context[key] = value
     try:
-        result = check(args.address, headers, path=args.path, method=args.method,
-                       context=context, timeout=args.timeout)  # fmt: skip
+        if args.http:
+            if context:
+                print("extauthz check: --context needs gRPC (--address)", file=sys.stderr)
+                return EXIT_ERROR
+            result = check_http(args.http, headers, path=args.path, method=args.method,
+                                timeout=args.timeout)  # fmt: skip
+        else:
+            result = check(args.address, headers, path=args.path, method=args.method,
+                           context=context, timeout=args.timeout)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any transport failure is exit 2
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return EXIT_ERROR
     print(json.dumps(result, indent=2))
-    return EXIT_ALLOW if result["decision"] == "allow" else EXIT_DENY
+    return EXIT_ALLOW if _expected(args.expect, result) else EXIT_DENY
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    """Load a config file and report every problem with its key path."""
+    """Load a config file and report every problem with its key path: exit 0 valid,
+    1 invalid, 2 unreadable."""
     from extauthz import config as config_mod
 
     try:
         config = config_mod.load(Path(args.file))
+    except config_mod.ConfigUnreadable as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    except config_mod.ConfigErrors as exc:
+        for error in exc:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
     sources = len(config.decryption.keys) + sum(len(p.keys) for p in config.providers)
+    revocation = len(config.revocation.sources)
     print(f"{args.file}: ok ({len(config.providers)} provider(s), {len(config.rules)} rule(s), "
-          f"{sources} key source(s))")  # fmt: skip
+          f"{sources} key source(s), {revocation} revocation source(s))")  # fmt: skip
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the config file (for editors and the Helm chart)."""
+    from extauthz import config as config_mod
+
+    print(json.dumps(config_mod.json_schema(), indent=2, sort_keys=False))
     return 0
 
 
@@ -157,7 +200,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = config_mod.load(Path(args.config))
     except ConfigError as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
+        # one line per problem, each naming its key path
+        for line in str(exc).splitlines():
+            print(f"extauthz serve: {args.config}: {line}", file=sys.stderr)
         return EXIT_ERROR
     logging_mod.configure(config.logging.level, config.logging.format)
     workers = args.workers or config.server.workers
@@ -214,7 +259,11 @@ def parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     check = sub.add_parser("check", help="send one Check and print the decision")
-    check.add_argument("--address", required=True, metavar="HOST:PORT")
+    check.add_argument("--address", metavar="HOST:PORT", help="gRPC listener")
+    check.add_argument("--http", metavar="URL",
+                       help="HTTP authorization listener, e.g. http://127.0.0.1:9002")  # fmt: skip
+    check.add_argument("--expect", metavar="allow|deny[:REASON]",
+                       help="exit 0 only when the decision (and reason) match, else 1")  # fmt: skip
     check.add_argument("--token")
     check.add_argument("-H", "--header", action="append", metavar="'name: value'")
     check.add_argument("--path", default="/")
@@ -228,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
     validate = cfg_sub.add_parser("validate", help="load and check a config file")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_config_validate)
+    schema = cfg_sub.add_parser("schema", help="print the JSON Schema of the config file")
+    schema.set_defaults(func=cmd_config_schema)
     return p
 
 

@@ -74,3 +74,66 @@ def check(
         )
         response = call(build_request(headers, path, method, context), timeout=timeout)
     return describe(response)
+
+
+def check_http(
+    url: str, headers: Mapping[str, str], path: str = "/", method: str = "GET",
+    timeout: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Send one request to an HTTP authorization listener (``http://host:port[/prefix]``)
+    as Envoy's ``http_service`` would, and describe the answer like :func:`describe`."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    connection_type = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_type(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(
+            method, parts.path.rstrip("/") + path, headers={**headers, "content-length": "0"}
+        )
+        response = connection.getresponse()
+        body = response.read()
+        answer = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+    metadata = {
+        k.removeprefix("x-extauthz-"): v for k, v in answer.items() if k.startswith("x-extauthz-")
+    }
+    out: dict[str, Any] = {
+        "decision": "allow" if response.status == 200 else "deny",
+        "http_status": response.status,
+        "metadata": metadata,
+    }
+    if response.status == 200:
+        removed = answer.get("x-envoy-auth-headers-to-remove", "")
+        out["upstream_headers"] = {
+            k: v for k, v in answer.items()
+            if not k.startswith("x-extauthz-") and k not in _HTTP_FRAMING
+            and k != "x-envoy-auth-headers-to-remove"
+        }  # fmt: skip
+        out["headers_to_remove"] = [h.strip() for h in removed.split(",") if h.strip()]
+        return out
+    out["headers"] = {k: v for k, v in answer.items() if k not in _HTTP_FRAMING}
+    try:
+        out["body"] = json.loads(body) if body else None
+    except ValueError:
+        out["body"] = body.decode(errors="replace")
+    return out
+
+
+#: headers of the HTTP exchange itself, never part of a decision
+_HTTP_FRAMING = frozenset({"content-length", "connection", "date", "server", "keep-alive"})
+
+
+def reason_of(result: Mapping[str, Any]) -> str:
+    """The reason class of a described decision (``""`` when the answer carries none)."""
+    metadata = result.get("metadata") or {}
+    reason = metadata.get("reason") if isinstance(metadata, Mapping) else None
+    if not reason and isinstance(result.get("body"), Mapping):
+        reason = result["body"].get("reason")
+    return str(reason or "")

@@ -24,7 +24,7 @@ def dev_config(grpc: str) -> Config:
         providers=(
             ProviderConfig(
                 name="dev", issuer=DEV_ISSUER, audiences=(DEV_AUDIENCE,),
-                keys=(), claims_to_headers=(("sub", "x-auth-subject"), ("scope", "x-auth-scope")),
+                keys=(), claims_map={"sub": "x-auth-subject", "scope": "x-auth-scope"},
             ),
         ),
     )  # fmt: skip

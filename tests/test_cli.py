@@ -130,3 +130,52 @@ def test_check_deny_exit_1_and_error_exit_2(served: str) -> None:
     assert json.loads(ctx.stdout)["metadata"]["reason"] == "unknown_rule"
     down = run("check", "--address", "127.0.0.1:1", "--timeout", "1")
     assert down.returncode == 2
+
+
+def test_config_validate_reports_three_mistakes_and_exits_1(tmp_path: Path) -> None:
+    """Three mistakes: three lines, each with its key path; exit 1."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "listen:\n  grpc: nope\n"
+        "providers:\n  - name: idp\n    issuer: https://idp\n    keys: [{directory: ./k}]\n"
+        "    leeway_seconds: soon\n"
+        "rules:\n  - name: a\n    methods: POST\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "config", "validate", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    paths = [line.split(": ")[1] for line in result.stderr.splitlines()[:3]]
+    assert paths == ["listen.grpc", "providers[0].leeway_seconds", "rules[0].methods"]
+
+
+def test_config_validate_unreadable_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "config", "validate", str(tmp_path / "absent.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def test_config_schema_is_the_generated_schema() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "config", "schema"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    from extauthz import config as config_mod
+
+    assert json.loads(result.stdout) == config_mod.json_schema()
+
+
+def test_serve_with_a_bad_config_exits_2_with_key_paths(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("listen: {grpc: nope}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "listen.grpc" in result.stderr
+    assert "Traceback" not in result.stderr

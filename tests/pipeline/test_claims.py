@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ EXP = NOW + 300
 
 def validate(data: dict[str, Any], now: float = NOW, **provider: Any) -> float:
     """Run the claims phase alone."""
-    return claims_mod.validate(data, dataclasses.replace(PROVIDER, **provider), now)
+    return claims_mod.validate(data, PROVIDER.model_copy(update=provider), now)
 
 
 def reason(data: dict[str, Any], now: float = NOW, **provider: Any) -> Reason:
