@@ -33,8 +33,7 @@ from extauthz.pipeline import credentials, policy
 from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers
 from extauthz.pipeline.request import CheckInput
 from extauthz.pipeline.tokens import TokenVerifier
-from extauthz.revocation.service import REVOKED
-from extauthz.revocation.store import RevocationStore
+from extauthz.revocation.store import REVOKED, RevocationStore
 
 log = structlog.get_logger("extauthz.pipeline")
 
@@ -283,9 +282,9 @@ class Evaluator:
             )  # fmt: skip
         return self._allow(rule.name, entry, stripped, source)
 
-    def _revoked(self, rule: policy.Rule, entry: Entry, digest: bytes, now: float) -> (
-        Decision | None
-    ):
+    def _revoked(
+        self, rule: policy.Rule, entry: Entry, digest: bytes, now: float
+    ) -> Decision | None:
         """A deny when the token is on the revocation list in force; else remember that
         it is clean under this list's generation (a cached token costs one comparison
         until the list changes)."""

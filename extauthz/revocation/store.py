@@ -62,6 +62,9 @@ RELOADS = Counter(
 _NEVER = float("inf")
 _K = TypeVar("_K")
 
+#: the reason class of a revoked token (a deny 401 ``invalid_token``)
+REVOKED = "revoked"
+
 #: why a token matched: the ``detail`` of its deny in the decision log
 BY_JTI = "revoked by jti"
 BY_DIGEST = "revoked by token_sha256"
