@@ -1,0 +1,222 @@
+"""Enforcement in the pipeline, with real keys and real tokens and no server: a revoked
+token is denied 401 ``invalid_token`` reason ``revoked``, cached allows included; later
+tokens of the subject pass; until the lists have loaded, Checks are not ready; a cached
+token is looked up once per list generation, not once per Check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extauthz import config as config_mod
+from extauthz.client import build_request
+from extauthz.pipeline.decision import Decision
+from extauthz.pipeline.evaluate import Evaluator
+from extauthz.revocation.store import ListSink, RevocationList, RevocationStore
+from extauthz.server.app import Sources
+from extauthz.server.authz import to_input
+
+ISSUER = "https://idp.example.test"
+
+_STARTED: list[Sources] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_sources() -> Iterator[None]:
+    yield
+    while _STARTED:
+        _STARTED.pop().stop()
+
+
+class ListFromTest:
+    kind = "directory"
+    description = "test lists"
+
+    def start(self, sink: Any) -> None:  # pragma: no cover - fed by the test directly
+        raise AssertionError
+
+    def stop(self) -> None:  # pragma: no cover
+        pass
+
+    def alive(self) -> bool:  # pragma: no cover
+        return True
+
+
+def build(write_config: Callable[..., Path], ready: bool = True) -> tuple[Evaluator, ListSink]:
+    config = config_mod.load(write_config())
+    sources = Sources.from_config(config)
+    sources.start()
+    _STARTED.append(sources)
+    assert sources.store.wait_ready(5)
+    store = RevocationStore()
+    sink = store.attach(ListFromTest())
+    if ready:
+        sink.update("list", {"revoked.json": b'{"revoked": []}'})
+        sink.synced()
+    return Evaluator(config, sources.store, revocation=store), sink
+
+
+def revoke(sink: ListSink, *entries: dict[str, Any]) -> None:
+    sink.update("list", {"revoked.json": json.dumps({"revoked": list(entries)}).encode()})
+
+
+def check(evaluator: Evaluator, token: str) -> Decision:
+    decision, _ = evaluator.check(
+        to_input(build_request({"authorization": f"Bearer {token}"}, "/orders"))
+    )
+    return decision
+
+
+def assert_revoked(decision: Decision) -> None:
+    assert not decision.allowed
+    assert decision.status == 401
+    assert decision.reason.value == "revoked"
+    headers = dict(decision.response_headers)
+    assert headers["www-authenticate"] == (
+        'Bearer realm="extauthz", error="invalid_token", error_description="revoked"'
+    )
+    body = json.loads(decision.body)
+    assert body["error"] == "invalid_token"
+    assert body["reason"] == "revoked"
+
+
+def test_a_cached_token_revoked_by_jti_is_denied_at_once(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    leaked = mint_token(sub="alice", jti="leaked-1")
+    other = mint_token(sub="alice", jti="fresh-2")
+    assert check(evaluator, leaked).allowed
+    assert check(evaluator, other).allowed
+    assert len(evaluator.cache) == 2
+    revoke(sink, {"jti": "leaked-1", "iss": ISSUER, "exp": time.time() + 300})
+    decision = check(evaluator, leaked)
+    assert_revoked(decision)
+    assert decision.sub == "alice"
+    assert decision.detail == "revoked by jti"
+    assert check(evaluator, other).allowed  # the same subject's other token
+    revoke(sink)  # an empty list lifts it
+    assert check(evaluator, leaked).allowed
+
+
+def test_a_jti_revoked_under_another_issuer_passes(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    token = mint_token(jti="t-1")
+    revoke(sink, {"jti": "t-1", "iss": "https://other.example.test"})
+    assert check(evaluator, token).allowed
+    revoke(sink, {"jti": "t-1"})  # no iss: every issuer
+    assert_revoked(check(evaluator, token))
+
+
+def test_an_expired_jti_entry_no_longer_applies(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    token = mint_token(jti="t-1")
+    revoke(sink, {"jti": "t-1", "exp": time.time() - 31})  # past exp + 30 s leeway
+    assert check(evaluator, token).allowed
+    revoke(sink, {"jti": "t-1", "exp": time.time() - 20})  # within the leeway
+    assert_revoked(check(evaluator, token))
+
+
+def test_a_token_without_jti_is_revoked_by_its_hash(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    token = mint_token()  # a nested JWE: its jti is unreadable without our keys
+    twin = mint_token()
+    assert check(evaluator, token).allowed
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    revoke(sink, {"token_sha256": digest, "exp": time.time() + 300})
+    decision = check(evaluator, token)
+    assert_revoked(decision)
+    assert decision.detail == "revoked by token_sha256"
+    assert check(evaluator, twin).allowed
+
+
+def test_issued_before_revokes_older_tokens_and_those_without_iat(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    cut = int(time.time()) - 10
+    older = mint_token(sub="alice", iat=cut - 1)
+    at_cut = mint_token(sub="alice", iat=cut)
+    later = mint_token(sub="alice", iat=cut + 5)
+    no_iat = mint_token(sub="alice", iat=None)
+    bob = mint_token(sub="bob", iat=cut - 1)
+    for token in (older, at_cut, later, no_iat, bob):
+        assert check(evaluator, token).allowed
+    revoke(sink, {"iss": ISSUER, "sub": "alice", "issued_before": cut})
+    assert_revoked(check(evaluator, older))
+    assert check(evaluator, older).detail == "revoked by sub issued_before"
+    assert_revoked(check(evaluator, no_iat))
+    assert check(evaluator, at_cut).allowed
+    assert check(evaluator, later).allowed
+    assert check(evaluator, bob).allowed
+
+
+def test_not_ready_until_the_lists_have_loaded(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config, ready=False)
+    token = mint_token()
+    decision = check(evaluator, token)
+    assert decision.reason.value == "not_ready"
+    assert decision.status == 503
+    sink.synced()
+    assert check(evaluator, token).allowed
+
+
+class CountingList:
+    """Wraps a snapshot and counts lookups."""
+
+    def __init__(self, inner: RevocationList) -> None:
+        self.inner = inner
+        self.generation = inner.generation
+        self.ready = inner.ready
+        self.lookups = 0
+
+    def match(self, *args: Any) -> str:
+        self.lookups += 1
+        return self.inner.match(*args)
+
+
+def test_a_cached_token_is_looked_up_once_per_generation(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    store = evaluator.revocation
+    assert store is not None
+    token = mint_token(jti="t-1")
+    counting = CountingList(store.lists)
+    store.lists = counting  # type: ignore[assignment]
+    for _ in range(50):
+        assert check(evaluator, token).allowed
+    assert counting.lookups == 1
+    revoke(sink, {"jti": "other"})  # a new generation: one more lookup, then none
+    counting = CountingList(store.lists)
+    store.lists = counting  # type: ignore[assignment]
+    for _ in range(50):
+        assert check(evaluator, token).allowed
+    assert counting.lookups == 1
+
+
+def test_no_list_configured_leaves_checks_untouched(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    config = config_mod.load(write_config())
+    sources = Sources.from_config(config)
+    sources.start()
+    _STARTED.append(sources)
+    assert sources.store.wait_ready(5)
+    evaluator = Evaluator(config, sources.store)
+    assert evaluator.revocation is None
+    assert check(evaluator, mint_token(jti="t-1")).allowed
