@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from harness import percentile
@@ -147,10 +148,15 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
-        threads: int = 2) -> tuple[Result, str]:  # fmt: skip
-    """Run wrk; return its result and the command line (for the report)."""
+        threads: int = 2, script: str | None = None) -> tuple[Result, str]:  # fmt: skip
+    """Run wrk; return its result and the command line (for the report).
+
+    ``script``: a Lua script for wrk (``-s``), e.g. from :func:`unique_token_script`.
+    """
     command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
                "--latency", "--timeout", "5s"]  # fmt: skip
+    if script is not None:
+        command += ["-s", script]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     command.append(url)
@@ -173,6 +179,44 @@ def wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
     )  # fmt: skip
     return result, " ".join(shown)
+
+
+_UNIQUE_LUA = """
+local tokens = {}
+for line in io.lines("%(tokens)s") do tokens[#tokens + 1] = line end
+local threads, counter = {}, 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  step = %(threads)d
+  index = id + 1
+end
+function request()
+  local token = tokens[((index - 1) %% #tokens) + 1]
+  index = index + step
+  return wrk.format("GET", "%(path)s", {
+    ["authorization"] = "Bearer " .. token,
+    ["x-request-id"] = "5f0a4b1e-9a57-4f43-9c1e-5d1f0c2d8e11",
+    ["x-envoy-internal"] = "true",
+    ["x-envoy-expected-rq-timeout-ms"] = "2000",
+    ["content-length"] = "0",
+  })
+end
+"""
+
+
+def unique_token_script(directory: Path, tokens: Sequence[str], path: str,
+                        threads: int = 2) -> str:  # fmt: skip
+    """A wrk Lua script sending each of ``tokens`` once, in turn, over ``threads``
+    threads (they interleave, so no token is sent twice until the list is used up), with
+    the headers Envoy's ``http_service`` adds. Returns the script's path."""
+    listing = directory / "wrk-tokens.txt"
+    listing.write_text("\n".join(tokens) + "\n")
+    script = directory / "wrk-unique.lua"
+    script.write_text(_UNIQUE_LUA % {"tokens": listing, "threads": threads, "path": path})
+    return str(script)
 
 
 # --------------------------------------------------------------------------- fixed rate

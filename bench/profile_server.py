@@ -1,14 +1,19 @@
 """Where a loaded extauthz server spends its time: py-spy on the real process.
 
-    python bench/profile_server.py [--workload cached|unique|unique-ec|invalid] [--seconds 10]
-                            [--concurrency 16] [--decisions deny|all] [--threads 8]
+    python bench/profile_server.py [--transport grpc|http] [--workload cached|unique|...]
+                                   [--seconds 10] [--concurrency 16] [--decisions deny|all]
+    python bench/profile_server.py --matrix [--seconds 10]
 
-Starts ``python -m extauthz serve`` (as :mod:`direct` does), loads it with the
-gRPC client of :mod:`loadgen`, and samples it with ``py-spy record`` (installed
-from PyPI into the virtualenv when missing; ``--native`` frames off, idle threads
-off). Prints the share of samples per cost centre (a sample counts for the first
-centre, in the order below, that any of its frames falls in) and the top functions
-by own time and by inclusive time.
+Starts ``python -m extauthz serve`` (as :mod:`direct` does; ``--transport http`` also
+opens ``listen.http_authz``), loads it — gRPC: the grpc.aio client of :mod:`loadgen`
+with Envoy-shaped CheckRequests; HTTP: ``wrk`` straight at the HTTP authorization
+listener with the headers Envoy's ``http_service`` sends (a Lua script hands out
+unique tokens) — and samples it with ``py-spy record --gil`` (only the thread
+holding the GIL: Python-level CPU; native frames off). Prints the share of samples
+per cost centre (a sample counts for the first centre, in the order below, that any
+of its frames falls in) and the top functions by own and by inclusive time.
+``--matrix`` records cached and unique-token profiles over both transports, one
+after the other, and saves each summary to ``bench/results/profile-*.json``.
 """
 
 from __future__ import annotations
@@ -28,14 +33,19 @@ import loadgen
 
 #: cost centres: (name, regex on a "function (file:line)" frame); first match wins
 CENTRES: list[tuple[str, str]] = [
-    ("decision log (structlog)", r"structlog|extauthz/logging\.py|_log \(extauthz/server"),
+    (
+        "decision log (structlog)",
+        r"structlog|orjson|extauthz/logging\.py|_log \(extauthz/server|extauthz/server/decisions",
+    ),
     ("metrics (prometheus_client)", r"prometheus_client|extauthz/metrics\.py"),
     ("JWE decrypt (joserfc/cryptography)", r"joserfc/(_rfc7516|jwe)|decrypt"),
     ("JWS verify (joserfc/cryptography)", r"joserfc/(_rfc7515|jws|jwt)|verify"),
     ("protobuf parse (CheckRequest)", r"FromString|ParseFromString"),
     ("CheckRequest -> CheckInput", r"to_input \(extauthz"),
     ("pipeline (evaluate, cache, policy)", r"extauthz/pipeline"),
+    ("HTTP edge (request -> CheckInput, Decision -> answer)", r"extauthz/server/http_authz"),
     ("gRPC server machinery (grpc/_server.py, futures)", r"grpc/_server|concurrent/futures"),
+    ("event loop (asyncio, uvloop)", r"asyncio/|uvloop"),
     ("threading", r"threading\.py"),
 ]
 
@@ -110,65 +120,116 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return dict(out)
 
 
-def payloads_for(workload: str, work: Path, count: int) -> tuple[list[bytes], bool, bool]:
-    """(payloads, cycle, expect_allow) for a workload."""
+def tokens_for(workload: str, work: Path, count: int) -> tuple[list[str], bool, bool]:
+    """(tokens, cycle, expect_allow) for a workload."""
     keys = h.load_keys(work)
     if workload == "cached":
-        return [h.envoy_like_request(h.token(keys, "cached-user"))], True, True
+        return [h.token(keys, "cached-user")], True, True
     if workload == "invalid":
         rogue = h.Keys(enc=keys.enc, sig={"RS256": h.KeyPair.generate("sig", "RS256",
                                                                      "sig-rs256")})  # fmt: skip
-        return [h.envoy_like_request(h.token(rogue, "mallory"))], True, False
+        return [h.token(rogue, "mallory")], True, False
     sig, enc = ("RS256", "RSA-OAEP-256") if workload == "unique" else ("ES256", "ECDH-ES")
-    tokens = h.mint_tokens(work, count, sig, enc, workload)
-    return [h.envoy_like_request(t) for t in tokens], False, True
+    return h.mint_tokens(work, count, sig, enc, workload), False, True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", default="cached",
-                        choices=["cached", "unique", "unique-ec", "invalid"])  # fmt: skip
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--decisions", default="deny", choices=["deny", "all"])
-    parser.add_argument("--threads", type=int, default=None, help="server.threads")
-    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    args = parser.parse_args()
+def load(server: h.Server, transport: str, tokens: list[str], cycle: bool, allow: bool,
+         seconds: float, concurrency: int, work: Path) -> dict[str, Any]:  # fmt: skip
+    """Load ``server`` over ``transport`` for ``seconds``; the load's result."""
+    if transport == "grpc":
+        payloads = [h.envoy_like_request(t) for t in tokens]
+        return loadgen.grpc_closed_loop(server.port, payloads, seconds, concurrency, cycle,
+                                        allow).as_dict()  # fmt: skip
+    assert server.http_port is not None
+    url = f"http://127.0.0.1:{server.http_port}{PATH}"
+    script = None if cycle else loadgen.unique_token_script(work, tokens, PATH)
+    headers = {"authorization": f"Bearer {tokens[0]}", "x-envoy-internal": "true"}
+    result, _ = loadgen.wrk(url, headers if cycle else {}, seconds, concurrency,
+                            script=script)  # fmt: skip
+    row = result.as_dict()
+    if allow and row["non_2xx"]:
+        raise RuntimeError(f"{row['non_2xx']} of {row['requests']} Checks were denied")
+    return row
+
+
+PATH = "/orders/42"
+
+
+def profile(args: argparse.Namespace, transport: str, workload: str) -> dict[str, Any]:
+    """Record one profile; returns its figures and summary."""
     spy = ensure_py_spy()
     with h.scratch("extauthz-profile-") as work:
         h.Keys.generate().write(work)
-        payloads, cycle, allow = payloads_for(args.workload, work, int(1500 * args.seconds))
+        tokens, cycle, allow = tokens_for(workload, work, int(1500 * (args.seconds + 2)))
         log = work / "decisions.log" if args.decisions == "all" else None
-        with h.extauthz(work, decisions=args.decisions, log=log, threads=args.threads) as server:
-            loadgen.grpc_closed_loop(server.port, payloads[:1], 0.5, 4, True, allow)
+        with h.extauthz(work, decisions=args.decisions, log=log, threads=args.threads,
+                        http_authz=transport == "http") as server:  # fmt: skip
+            # warm-up: every code path imported, the cached token verified once
+            load(server, transport, tokens[:1], True, allow, 1, 4, work)
+            rest = tokens if cycle else tokens[1:]
             raw = work / "profile.txt"
             record = [spy, "record", "--pid", str(server.pid), "--duration",
                       str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
                       "--output", str(raw), "--nonblocking", "--gil"]  # fmt: skip
             spied = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             result: dict[str, Any] = {}
-            load = threading.Thread(target=lambda: result.update(
-                loadgen.grpc_closed_loop(server.port, payloads[1:] or payloads, args.seconds + 1,
-                                         args.concurrency, cycle, allow).as_dict()))  # fmt: skip
+            runner = threading.Thread(target=lambda: result.update(load(
+                server, transport, rest, cycle, allow, args.seconds + 1, args.concurrency,
+                work)))  # fmt: skip
             threads0, cpu0 = thread_cpu(server.pid), server.cpu()
-            load.start()
+            runner.start()
             _, err = spied.communicate(timeout=args.seconds + 60)
-            load.join()
+            runner.join()
             threads1, cpu1 = thread_cpu(server.pid), server.cpu()
             if spied.returncode:
                 raise RuntimeError(f"py-spy failed: {err.decode()}")
             collapsed = raw.read_text()
-    print(f"command: `{h.command_line()}`\n")
-    print(f"load: {result.get('rps', 0):,.0f} Checks/s, p50 {result.get('p50_ms', 0):.2f} ms\n")
     checks = max(int(result.get("requests", 0)), 1)
-    print(f"server CPU: {(cpu1 - cpu0) / checks * 1e6:,.0f} µs/Check\n")
-    print("| server thread | CPU µs/Check |\n|---|---:|")
-    for name, seconds in sorted(threads1.items(), key=lambda kv: -kv[1]):
-        used = seconds - threads0.get(name, 0.0)
-        if used > 0:
-            print(f"| {name} | {used / checks * 1e6:,.0f} |")
-    print()
-    print(summarise(collapsed))
+    per_thread = {name: (seconds - threads0.get(name, 0.0)) / checks * 1e6
+                  for name, seconds in threads1.items()
+                  if seconds - threads0.get(name, 0.0) > 0}  # fmt: skip
+    return {
+        "transport": transport, "workload": workload, "load": result,
+        "cpu_us": (cpu1 - cpu0) / checks * 1e6, "threads_cpu_us": per_thread,
+        "summary": summarise(collapsed), "collapsed": collapsed,
+    }  # fmt: skip
+
+
+def report(found: dict[str, Any]) -> str:
+    """A profile's figures and summary as markdown."""
+    load_ = found["load"]
+    lines = [f"**{found['transport']}, {found['workload']}**: {load_.get('rps', 0):,.0f} "
+             f"Checks/s, p50 {load_.get('p50_ms', 0):.2f} ms; server CPU "
+             f"{found['cpu_us']:,.0f} µs/Check", "",
+             "| server thread | CPU µs/Check |", "|---|---:|"]  # fmt: skip
+    for name, used in sorted(found["threads_cpu_us"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {used:,.0f} |")
+    return "\n".join([*lines, "", found["summary"]])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transport", default="grpc", choices=["grpc", "http"])
+    parser.add_argument("--workload", default="cached",
+                        choices=["cached", "unique", "unique-ec", "invalid"])  # fmt: skip
+    parser.add_argument("--matrix", action="store_true",
+                        help="cached and unique, over both transports")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--decisions", default="deny", choices=["deny", "all"])
+    parser.add_argument("--threads", type=int, default=None, help="server.threads")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--nice", type=int, default=0, help="priority (root: -10)")
+    args = parser.parse_args()
+    h.prioritise(args.nice)
+    plan = ([(t, w) for t in ("grpc", "http") for w in ("cached", "unique")] if args.matrix
+            else [(args.transport, args.workload)])  # fmt: skip
+    print(f"command: `{h.command_line()}`\n")
+    for transport, workload in plan:
+        found = profile(args, transport, workload)
+        found["command"] = h.command_line()
+        path = h.save(f"profile-{transport}-{workload}", found)
+        print(report(found), f"\nraw results: {path}\n", sep="\n", flush=True)
 
 
 if __name__ == "__main__":

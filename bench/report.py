@@ -2,10 +2,11 @@
 
     python bench/report.py [--write]
 
-Prints the markdown of the last ``direct``, ``envoy_bench`` and ``memory`` runs and
-whether each target is met. ``--write`` also replaces the part of
-``docs/benchmarks.md`` between ``<!-- results:begin -->`` and ``<!-- results:end -->``
-and redraws ``docs/benchmarks.png`` (matplotlib).
+Prints the markdown of the last ``envoy_bench``, ``check_cost``, ``memory`` (and, when
+present, ``direct``) runs with every target next to its same-run baseline, met or
+not. ``--write`` also replaces the part of ``docs/benchmarks.md`` between
+``<!-- results:begin -->`` and ``<!-- results:end -->`` and redraws
+``docs/benchmarks.png`` (matplotlib).
 """
 
 from __future__ import annotations
@@ -23,139 +24,168 @@ DOC = h.ROOT / "docs" / "benchmarks.md"
 CHART = h.ROOT / "docs" / "benchmarks.png"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
+Target = tuple[str, str, str, str, bool]
+
 
 def load(name: str) -> dict[str, Any] | None:
     path = h.RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def targets(direct: dict[str, Any] | None, envoy: dict[str, Any] | None,
-            memory: dict[str, Any] | None) -> list[tuple[str, str, str, bool]]:  # fmt: skip
-    """(target, measured, how, met) for every target of the issue."""
-    out: list[tuple[str, str, str, bool]] = []
+def memory_targets(memory: dict[str, Any]) -> list[Target]:
+    """The RSS target, and start-up time with many keys (kept from the first round)."""
+    found: list[Target] = []
+    for row in memory["memory"]:
+        if row["entries"] == 100000:
+            found.append(("RSS ≤ 150 MB with 100k cached tokens",
+                          f"{row['full_rss_mb']:.0f} MB", f"idle {row['idle_rss_mb']:.0f} MB, "
+                          f"{row['per_entry_bytes']:,.0f} B/entry", "≤ 150 MB",
+                          row["full_rss_mb"] <= 150))  # fmt: skip
+    base = memory["startup"][0]["seconds"] if memory["startup"] else 0.0
+    for row in memory["startup"]:
+        if row["keys"] >= 100:
+            found.append((f"start-up to SERVING ≤ 1.5 s with {row['keys']} + {row['keys']} keys",
+                          f"{row['seconds']:.2f} s", f"1 + 1 keys {base:.2f} s", "≤ 1.5 s",
+                          row["seconds"] <= 1.5))  # fmt: skip
+    return found
+
+
+def all_targets() -> list[tuple[str, list[Target]]]:
+    """Every target with a result, grouped by the run that measured it."""
+    import check_cost
+    import envoy_bench
+
+    groups: list[tuple[str, list[Target]]] = []
+    envoy, cost, memory = load("envoy"), load("check_cost"), load("memory")
     if envoy:
-        rows = envoy["rows"]
-        trivial = rows["trivial Python ext_authz"]["saturation"]["rps"]
-        anchor = rows["jwt_authn RS256"]["saturation"]["rps"]
-        for name in ("extauthz nested JWE", "extauthz nested JWE --workers 2"):
-            rps = rows[name]["saturation"]["rps"]
-            out.append((f"cached valid token through Envoy ≥ 1.0× trivial Python ext_authz "
-                        f"({name.removeprefix('extauthz ')})", f"{rps / trivial:.2f}×",
-                        "req/s ÷ trivial server's, same run", rps / trivial >= 1.0))  # fmt: skip
-            out.append((f"cached valid token through Envoy ≥ 35% of jwt_authn "
-                        f"({name.removeprefix('extauthz ')})", f"{rps / anchor:.0%}",
-                        "req/s ÷ jwt_authn's, same run", rps / anchor >= 0.35))  # fmt: skip
-        base = rows["no auth"]["fixed"]["p99_ms"]
-        rate = envoy["args"]["rate"]
-        for name in ("extauthz RS256 JWS", "extauthz nested JWE"):
-            added = rows[name]["fixed"]["p99_ms"] - base
-            out.append((f"added p99 at {rate:g} req/s ≤ 2 ms ({name.removeprefix('extauthz ')})",
-                        f"{added:+.2f} ms", "p99 − no-auth p99 at the same rate",
-                        added <= 2.0))  # fmt: skip
-    if direct:
-        rps = direct["rows"]["unique RSA-OAEP-256/RS256"]["rps"]
-        bare = direct["baselines"]["bare_joserfc_rsa"]["rps"]
-        out.append(("unique nested RSA-OAEP-256/RS256 direct ≥ 80% of bare joserfc on one core",
-                    f"{rps / bare:.0%}", "Checks/s ÷ joserfc decrypt+verify+claims loop",
-                    rps / bare >= 0.8))  # fmt: skip
+        groups.append(("through Envoy (`bench/envoy_bench.py`)", envoy_bench.targets(envoy)))
+    if cost:
+        groups.append(("in-process (`bench/check_cost.py`)", check_cost.targets(cost)))
     if memory:
-        for row in memory["memory"]:
-            if row["entries"] == 100000:
-                out.append(("RSS ≤ 150 MB with 100k cached tokens",
-                            f"{row['full_rss_mb']:.0f} MB", "VmRSS after 100k unique Checks",
-                            row["full_rss_mb"] <= 150))  # fmt: skip
-        for row in memory["startup"]:
-            if row["keys"] >= 100:
-                out.append((f"start-up to SERVING ≤ 1.5 s with {row['keys']} keys",
-                            f"{row['seconds']:.2f} s", "spawn → gRPC health SERVING, median",
-                            row["seconds"] <= 1.5))  # fmt: skip
-    return out
+        groups.append(("memory (`bench/memory.py`)", memory_targets(memory)))
+    return groups
+
+
+def targets_markdown() -> str:
+    """One table of every target: measured, same-run baseline, aim, met."""
+    lines = ["| run | target | measured | baseline (same run) | aim | met |",
+             "|---|---|---:|---|---:|---|"]  # fmt: skip
+    for group, found in all_targets():
+        for target, value, base, aim, met in found:
+            lines.append(f"| {group} | {target} | {value} | {base} | {aim} | "
+                         f"{'✅ yes' if met else '❌ no'} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def markdown() -> str:
     """The generated part of docs/benchmarks.md."""
-    sys.path.insert(0, str(h.BENCH))
+    import check_cost
     import direct as direct_mod
     import envoy_bench
     import memory as memory_mod
 
-    direct, envoy, memory = load("direct"), load("envoy"), load("memory")
+    envoy, cost, memory, direct = load("envoy"), load("check_cost"), load("memory"), load("direct")
     parts = []
     if envoy:
         m = envoy["machine"]
         parts += ["### Machine", "",
                   f"{m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
                   f"grpcio {m['grpcio']}, joserfc {m['joserfc']}; load average "
-                  f"{m['loadavg_at_start']:.1f} when the Envoy run started (the machine is "
-                  "shared: other work ran during every benchmark).", ""]  # fmt: skip
-    parts += ["### Targets", "", "| target | measured | how | met |", "|---|---:|---|---|"]
-    for target, value, how, met in targets(direct, envoy, memory):
-        parts.append(f"| {target} | {value} | {how} | {'✅ yes' if met else '❌ no'} |")
+                  f"{m['loadavg_at_start']:.1f} when the Envoy run started.", ""]  # fmt: skip
+    parts += ["### Targets", "", targets_markdown()]
     if envoy:
-        parts += ["", "### Through Envoy", "", envoy_bench.table(envoy)]
-    if direct:
-        parts += ["", "### extauthz alone (gRPC)", "", direct_mod.table(direct)]
+        parts += ["", "### Through Envoy, both transports", "", envoy_bench.table(envoy)]
+    if cost:
+        parts += ["", "### One Check in-process", "", check_cost.table(cost)]
     if memory:
         parts += ["", "### Memory and start-up", "", memory_mod.table(memory)]
+    if direct:
+        parts += ["", "### extauthz alone under a gRPC client", "", direct_mod.table(direct)]
     parts += ["", "![benchmarks](benchmarks.png)"]
     return "\n".join(parts)
 
 
+COLORS = {"none": "#999999", "jwt_authn": "#4c72b0", "allow-all": "#dd8452",
+          "allow-all parsed": "#f1b27c", "extauthz": "#55a868"}  # fmt: skip
+
+
 def chart(path: Path) -> None:
-    """Three panels: Envoy throughput, added latency at the fixed rate, direct CPU/Check."""
+    """Four panels: throughput through Envoy, added p99 latency at the fixed rate,
+    authorization CPU per request, and the in-process cost of one Check."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envoy, direct = load("envoy"), load("direct")
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.5))
+    envoy, cost = load("envoy"), load("check_cost")
+    fig, axes = plt.subplots(2, 2, figsize=(17, 11))
     if envoy:
         rows = envoy["rows"]
-        names = list(rows)
-        anchor = rows["jwt_authn RS256"]["saturation"]["rps"]
+        names = list(rows)[::-1]
+        colors = [COLORS[rows[n]["kind"]] for n in names]
+        anchor = rows["jwt_authn RS256"]["saturation"]["rps"] if "jwt_authn RS256" in rows else 0
         rps = [rows[n]["saturation"]["rps"] for n in names]
-        ax = axes[0]
-        colors = ["#999999", "#4c72b0", "#dd8452", "#dd8452", *["#55a868"] * (len(names) - 4)]
-        bars = ax.barh(names[::-1], rps[::-1], color=colors[: len(names)][::-1])
-        for bar, value in zip(bars, rps[::-1], strict=True):
+        ax = axes[0][0]
+        bars = ax.barh(names, rps, color=colors)
+        for bar, value in zip(bars, rps, strict=True):
+            note = f" ({value / anchor:.0%} of jwt_authn)" if anchor else ""
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                    f" {value:,.0f} ({value / anchor:.0%} of jwt_authn)", va="center",
-                    fontsize=8)  # fmt: skip
+                    f" {value:,.0f}{note}", va="center", fontsize=8)  # fmt: skip
         ax.set_xlabel("requests/s through Envoy (wrk, closed loop)")
-        ax.set_title("Throughput, cached token")
-        ax.set_xlim(0, max(rps) * 1.6)
-        ax = axes[1]
+        ax.set_title("Throughput, cached token (green: extauthz; orange: allow-all servers)")
+        ax.set_xlim(0, max(rps) * 1.45)
+        ax.tick_params(axis="y", labelsize=8)
+
+        ax = axes[0][1]
         base = rows["no auth"]["fixed"]
-        added = [(n, rows[n]["fixed"]["p50_ms"] - base["p50_ms"],
-                  rows[n]["fixed"]["p99_ms"] - base["p99_ms"]) for n in names[1:]]  # fmt: skip
-        y = range(len(added))
-        ax.barh([i + 0.2 for i in y], [a[2] for a in added][::-1], height=0.4, label="p99",
-                color="#c44e52")  # fmt: skip
-        ax.barh([i - 0.2 for i in y], [a[1] for a in added][::-1], height=0.4, label="p50",
-                color="#8172b2")  # fmt: skip
-        ax.set_yticks(list(y), [a[0] for a in added][::-1], fontsize=8)
-        ax.axvline(2.0, color="black", linestyle="--", linewidth=1)
-        ax.text(2.0, len(added) - 0.5, " target: p99 +2 ms", fontsize=8)
-        ax.set_xlabel(f"ms added over no auth at {envoy['args']['rate']:g} requests/s")
+        shown = [n for n in names if n != "no auth"]
+        y = list(range(len(shown)))
+        p99 = [rows[n]["fixed"]["p99_ms"] - base["p99_ms"] for n in shown]
+        p50 = [rows[n]["fixed"]["p50_ms"] - base["p50_ms"] for n in shown]
+        ax.barh([i + 0.2 for i in y], p99, height=0.4, label="p99", color="#c44e52")
+        ax.barh([i - 0.2 for i in y], p50, height=0.4, label="p50", color="#8172b2")
+        ax.set_yticks(y, shown, fontsize=8)
+        ax.set_xlabel(f"ms added over no auth at {envoy['args']['rate']:g} requests/s (hey)")
         ax.set_title("Latency added at a fixed rate")
         ax.legend(loc="lower right")
-    if direct:
-        rows = direct["rows"]
-        names = list(rows)
-        cpu = [rows[n]["server_cpu_us"] for n in names]
-        ax = axes[2]
-        ax.barh(names[::-1], cpu[::-1], color="#55a868")
-        for label, key in (("bare joserfc RSA", "bare_joserfc_rsa"),
-                           ("bare joserfc EC", "bare_joserfc_ec")):  # fmt: skip
-            value = direct["baselines"][key]["cpu_us"]
-            ax.axvline(value, color="#4c72b0", linestyle=":", linewidth=1)
-            ax.text(value, len(names) - 0.4, f" {label}", fontsize=7, rotation=90, va="top")
-        ax.set_xlabel("server CPU µs per Check (direct gRPC)")
-        ax.set_title("extauthz alone: cost of one Check")
+
+        ax = axes[1][0]
+        with_authz = [n for n in names if rows[n]["authz_cpu_us"] is not None]
+        left = [0.0] * len(with_authz)
+        for slot in range(3):
+            widths = []
+            for n in with_authz:
+                procs = [p for p in rows[n]["authz_processes"] if p["label"] != "resource tracker"]
+                widths.append(procs[slot]["cpu_us"] if slot < len(procs) else 0.0)
+            ax.barh(with_authz, widths, left=left, color=["#55a868", "#8fd19e", "#c9ebd1"][slot],
+                    edgecolor="white", label=f"process {slot + 1}")  # fmt: skip
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        for i, total in enumerate(left):
+            ax.text(total, i, f" {total:,.0f}", va="center", fontsize=8)
+        ax.set_xlabel("authorization-server CPU µs per request (all its processes)")
+        ax.set_title("What each request costs the authorization server")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(loc="lower right", fontsize=8)
+    if cost:
+        ax = axes[1][1]
+        labels, values, colors = [], [], []
+        for name, row in cost["cached"].items():
+            labels.append(name)
+            values.append(row["cpu_us"])
+            colors.append("#55a868")
+        for label, pair in cost["unique"].items():
+            labels += [f"unique {label}: extauthz (gRPC edge)", f"unique {label}: bare joserfc"]
+            values += [pair["edge"]["cpu_us"], pair["bare"]["cpu_us"]]
+            colors += ["#55a868", "#4c72b0"]
+        ax.barh(labels[::-1], values[::-1], color=colors[::-1])
+        for i, value in enumerate(values[::-1]):
+            ax.text(value, i, f" {value:,.1f}", va="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("CPU µs per Check in-process (log scale)")
+        ax.set_title("One Check in-process vs bare joserfc")
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
