@@ -218,11 +218,11 @@ class Evaluator:
             credentials.check_bounds(request, self.config.token)
         except TokenError as error:
             return self.denials.deny(error.reason, policy.DEFAULT, error.detail), ""
-        path = request.route_path
-        if path is None:
+        paths = request.route_paths
+        if paths is None:
             return self.denials.deny(Reason.BAD_PATH, policy.DEFAULT, "ambiguous path"), ""
         try:
-            rule = self.policy.select(request.method, path, request.context)
+            rule = self.policy.select(request.method, paths, request.context)
         except PolicyError as error:
             log.error(  # noqa: TRY400 - a config mistake, no traceback to show
                 "configuration_error", error="unknown rule in context_extensions",

@@ -10,6 +10,9 @@ Rule matching must agree with what the upstream serves, and upstreams disagree:
 - Methods are compared upper-cased (HTTP/2 lets a client send ``delete``, and
   frameworks upper-case it), and a rule for ``GET`` also covers ``HEAD`` (every
   framework answers ``HEAD`` with its ``GET`` handler).
+- Dot segments: Envoy's normalization and RFC 3986 servers resolve ``..``, but
+  Express or Werkzeug route ``/admin/../public/x`` under ``/admin/``: the resolved
+  and the literal reading must both be satisfied.
 - Letter case: case-insensitive routers (ASP.NET, Express) serve ``/ADMIN/x`` as
   ``/admin/x``, a case-sensitive one serves something else. With ``case: both``
   (the default) a request must satisfy the rule selected by the path as written AND
@@ -36,6 +39,8 @@ from extauthz.errors import ConfigError, PolicyError, Reason, TokenError
 from extauthz.pipeline import claims as claims_mod
 
 DEFAULT = "default"
+#: bound on memoized merged rules (combinations of up to four readings)
+_MERGED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +173,7 @@ class Policy:
             f.regex is None and (f.prefix, f.exact) == (w.prefix, w.exact)
             for w, f in zip(self.written, self.folded, strict=True)
         )
-        #: (written, folded) -> merged rule; at most len(rules)**2 entries
+        #: names of the rules the readings selected -> their merged rule
         self._merged: dict[tuple[str, str], Rule] = {}
 
     def _first(self, matchers: tuple[Matcher, ...], method: str, path: str) -> Rule:
@@ -177,25 +182,38 @@ class Policy:
                 return matcher.rule
         return self.default
 
-    def match(self, method: str, path: str) -> Rule:
-        """The rule for a normalized ``path``: both readings when case is ``both``."""
+    def match(self, method: str, paths: Sequence[str]) -> Rule:
+        """The rule for the readings of a normalized path (see
+        :func:`~extauthz.pipeline.request.path_readings`), each also lower-cased when
+        case is ``both``. When readings select different rules, the result demands
+        what every one of them demands."""
         method = method.upper()
-        rule = self._first(self.written, method, path)
-        if self.folded is None:
-            return rule
-        lowered = path.lower()
-        if lowered == path and self._fold_is_identity:
-            return rule
-        other = self._first(self.folded, method, lowered)
-        if other is rule:
-            return rule
-        key = (rule.name, other.name)
+        found: list[Rule] = []
+        for path in paths:
+            rule = self._first(self.written, method, path)
+            if rule not in found:
+                found.append(rule)
+            if self.folded is None:
+                continue
+            lowered = path.lower()
+            if lowered == path and self._fold_is_identity:
+                continue
+            rule = self._first(self.folded, method, lowered)
+            if rule not in found:
+                found.append(rule)
+        if len(found) == 1:
+            return found[0]
+        key = tuple(rule.name for rule in found)
         merged = self._merged.get(key)
         if merged is None:
-            merged = self._merged[key] = merge(rule, other)
+            merged = found[0]
+            for rule in found[1:]:
+                merged = merge(merged, rule)
+            if len(self._merged) < _MERGED_MAX:
+                self._merged[key] = merged
         return merged
 
-    def select(self, method: str, path: str, context: Mapping[str, str]) -> Rule:
+    def select(self, method: str, paths: Sequence[str], context: Mapping[str, str]) -> Rule:
         """The rule for this request. Raises PolicyError(unknown_rule) for a bad name.
 
         Scopes added by ``context_extensions`` make the token required: a missing token
@@ -207,7 +225,7 @@ class Policy:
             if rule is None:
                 raise PolicyError(Reason.UNKNOWN_RULE, f"context_extensions names rule {named!r}")
         else:
-            rule = self.match(method, path)
+            rule = self.match(method, paths)
         extra = split_scopes(context.get("scopes") or "")
         if extra:
             merged = rule.require_scopes + tuple(s for s in extra if s not in rule.require_scopes)

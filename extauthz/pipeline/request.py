@@ -73,21 +73,8 @@ def _decode_escapes(path: str) -> str | None:
     return "".join(out)
 
 
-def normalize_path(path: str) -> str | None:
-    """The path as rules see it (RFC 3986 §6.2.2): %-encoded unreserved characters
-    decoded, runs of slashes merged, dot segments removed (§5.2.4).
-
-    Rules must match what the upstream will serve, not the raw bytes a client chose:
-    ``/public/../admin``, ``//admin`` and ``/%61dmin`` are all ``/admin``. Returns None
-    (denied ``bad_path``) for a path whose meaning depends on the upstream:
-
-    - ``;`` path parameters: servlet containers (Tomcat, Jetty, Spring) drop ``;...``
-      from each segment before resolving ``..`` (``/public/..;/admin`` is ``/admin``
-      there), other servers keep them as part of the name;
-    - a ``\\`` (some servers treat it as ``/``) or an encoded ``/`` / ``\\``;
-    - a control character, raw or encoded;
-    - broken or ambiguous %-encoding (see :func:`_decode_escapes`).
-    """
+def _canonical(path: str) -> str | None:
+    """The path with unreserved escapes decoded and a leading ``/``; None if ambiguous."""
     if "\\" in path or ";" in path or any(_is_control(c) for c in path):
         return None
     if "%" in path:
@@ -95,8 +82,11 @@ def normalize_path(path: str) -> str | None:
         if decoded is None:
             return None
         path = decoded
-    if not path.startswith("/"):
-        path = "/" + path
+    return path if path.startswith("/") else "/" + path
+
+
+def _resolve(path: str) -> str:
+    """Runs of slashes merged, dot segments removed (RFC 3986 §5.2.4)."""
     if "//" not in path and "/." not in path:
         return path
     segments: list[str] = []
@@ -114,6 +104,38 @@ def normalize_path(path: str) -> str | None:
         elif segment or last:
             segments.append(segment)
     return "/" + "/".join(segments)
+
+
+def normalize_path(path: str) -> str | None:
+    """The path as rules see it (RFC 3986 §6.2.2): %-encoded unreserved characters
+    decoded, runs of slashes merged, dot segments removed (§5.2.4).
+
+    Rules must match what the upstream will serve, not the raw bytes a client chose:
+    ``/public/../admin``, ``//admin`` and ``/%61dmin`` are all ``/admin``. Returns None
+    (denied ``bad_path``) for a path whose meaning depends on the upstream:
+
+    - ``;`` path parameters: servlet containers (Tomcat, Jetty, Spring) drop ``;...``
+      from each segment before resolving ``..`` (``/public/..;/admin`` is ``/admin``
+      there), other servers keep them as part of the name;
+    - a ``\\`` (some servers treat it as ``/``) or an encoded ``/`` / ``\\``;
+    - a control character, raw or encoded;
+    - broken or ambiguous %-encoding (see :func:`_decode_escapes`).
+    """
+    canonical = _canonical(path)
+    return None if canonical is None else _resolve(canonical)
+
+
+def path_readings(path: str) -> tuple[str, ...] | None:
+    """Every way an upstream may read ``path``: resolved (dot segments removed, slashes
+    merged, as Envoy's normalization and RFC 3986 servers do) and, when different,
+    literal (Express, Werkzeug and others route ``/admin/../public/x`` under
+    ``/admin/``). A rule check must pass under each reading. None: ambiguous (see
+    :func:`normalize_path`)."""
+    canonical = _canonical(path)
+    if canonical is None:
+        return None
+    resolved = _resolve(canonical)
+    return (resolved,) if resolved == canonical else (resolved, canonical)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +161,11 @@ class CheckInput:
     def route_path(self) -> str | None:
         """The normalized path rules match on (None: ambiguous, see :func:`normalize_path`)."""
         return normalize_path(self.path_only)
+
+    @property
+    def route_paths(self) -> tuple[str, ...] | None:
+        """Every reading rules must pass (None: ambiguous, see :func:`path_readings`)."""
+        return path_readings(self.path_only)
 
     @property
     def path_only(self) -> str:

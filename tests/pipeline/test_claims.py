@@ -220,11 +220,21 @@ def test_nested_claim_lookup_follows_dots() -> None:
 
 def test_granted_scopes_come_from_scope_and_scp() -> None:
     """``scope`` is space-separated; ``scp`` an array (or a string); both add up."""
-    assert claims_mod.scopes({"scope": "read  write\tadmin"}) == {"read", "write", "admin"}
+    assert claims_mod.scopes({"scope": "read  write admin "}) == {"read", "write", "admin"}
     assert claims_mod.scopes({"scp": ["read", "write"]}) == {"read", "write"}
     assert claims_mod.scopes({"scp": "read write"}) == {"read", "write"}
     assert claims_mod.scopes({"scope": "a", "scp": ["b"]}) == {"a", "b"}
     assert claims_mod.scopes({}) == frozenset()
+
+
+@pytest.mark.parametrize("separator", ["\t", "\n", "\r", "\x0b", "\x0c", "\u00a0", "\u2003", ","])
+def test_scope_is_split_on_u0020_only(separator: str) -> None:
+    """RFC 6749 §3.3: only a space separates scopes; any other whitespace or control
+    character is part of a scope, so it never grants the scope after it."""
+    granted = claims_mod.scopes({"scope": f"read{separator}admin", "scp": f"x{separator}ops"})
+    assert granted == {f"read{separator}admin", f"x{separator}ops"}
+    assert "admin" not in granted
+    assert "ops" not in granted
 
 
 # -- through the pipeline --------------------------------------------------------------
