@@ -33,7 +33,7 @@ from extauthz.pipeline import credentials, policy
 from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers
 from extauthz.pipeline.request import CheckInput
 from extauthz.pipeline.tokens import TokenVerifier
-from extauthz.revocation.store import REVOKED, RevocationStore
+from extauthz.revocation.store import REVOKED, RevocationList, RevocationStore
 
 log = structlog.get_logger("extauthz.pipeline")
 
@@ -252,10 +252,12 @@ class Evaluator:
             except AuthError as error:
                 return self.denials.deny(error.reason, rule.name, error.detail), fp
             self.cache.put(digest, entry)
-        if self.revocation is not None and entry.revocation != self.revocation.lists.generation:
-            revoked = self._revoked(rule, entry, digest, now)
-            if revoked is not None:
-                return revoked, fp
+        if self.revocation is not None:
+            lists = self.revocation.lists  # one snapshot for the whole check
+            if entry.revocation != lists.generation:
+                revoked = self._revoked(lists, rule, entry, digest, now)
+                if revoked is not None:
+                    return revoked, fp
         stripped = self._stripped(request, entry) if self._strip else ()
         key = (rule, stripped, source)
         memo = entry.memo
@@ -283,13 +285,11 @@ class Evaluator:
         return self._allow(rule.name, entry, stripped, source)
 
     def _revoked(
-        self, rule: policy.Rule, entry: Entry, digest: bytes, now: float
+        self, lists: RevocationList, rule: policy.Rule, entry: Entry, digest: bytes, now: float
     ) -> Decision | None:
         """A deny when the token is on the revocation list in force; else remember that
         it is clean under this list's generation (a cached token costs one comparison
         until the list changes)."""
-        assert self.revocation is not None
-        lists = self.revocation.lists  # one snapshot for the whole check
         if not lists.ready:
             return self.denials.deny(Reason.NOT_READY, rule.name, "revocation lists not loaded")
         provider = entry.provider

@@ -183,7 +183,8 @@ def parse_entry(item: Any, where: str) -> Entry:
             raise ListError(f"{where}: token_sha256 must be 64 hexadecimal digits")
         return DigestEntry(bytes.fromhex(digest), _time(item, "exp", where, required=False))
     issued_before = _time(item, "issued_before", where, required=True)
-    assert issued_before is not None
+    if issued_before is None:  # required=True has raised already; this informs the type
+        raise ListError(f"{where}: issued_before is required")
     return SubjectEntry(
         iss=_text(item, "iss", where), sub=_text(item, "sub", where), issued_before=issued_before
     )

@@ -178,6 +178,10 @@ class ListSink(Protocol):
     def update(self, name: str, data: Mapping[str, bytes]) -> None:
         """A new version of list object ``name``: its data entries (file or key -> bytes)."""
 
+    def invalid(self, name: str, error: str) -> None:
+        """A new version of ``name`` could not even be read (``error`` says why); it is
+        rejected as a bad list would be."""
+
     def delete(self, name: str) -> None:
         """Object ``name`` is gone; its last list stays in force."""
 
@@ -227,6 +231,9 @@ class _SlotSink:
 
     def update(self, name: str, data: Mapping[str, bytes]) -> None:
         self._store._update(self._slot, name, data)
+
+    def invalid(self, name: str, error: str) -> None:
+        self._store._reject(self._slot, name, f"{name}: {error}")
 
     def delete(self, name: str) -> None:
         self._store._delete(self._slot, name)
