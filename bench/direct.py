@@ -38,7 +38,7 @@ import loadgen
 def bare_rate(keys: h.Keys, tokens: list[str], enc: str, sig: str) -> dict[str, float]:
     """joserfc alone on ``tokens``: JWE decrypt, JWS verify, claims validation."""
     from joserfc import jwe, jwt
-    from joserfc.jwa import JWERegistry, JWSRegistry
+    from joserfc.jwa import JWERegistry, JWSRegistry  # type: ignore[attr-defined]  # re-exported
     from joserfc.jwt import JWTClaimsRegistry
 
     jwe_registry = JWERegistry(algorithms=[enc, "A256GCM"])

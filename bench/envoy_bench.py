@@ -273,11 +273,11 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
     with contextlib.ExitStack() as stack:
         server = backend(variant, work)
         authz = stack.enter_context(server) if server is not None else None
-        authz_port = 0
+        authz_port: int | None = 0
         if authz is not None:
             authz_port = authz.http_port if variant.transport == "http" else authz.port
             assert authz_port
-        config = bootstrap(h.free_port(), h.free_port(), variant.mode, authz_port,
+        config = bootstrap(h.free_port(), h.free_port(), variant.mode, authz_port or 0,
                            jwks if variant.kind == "jwt_authn" else None)  # fmt: skip
         proxy, port = stack.enter_context(envoy(work, re.sub(r"\W+", "_", name), config))
         status, headers = probe(port, token)

@@ -503,7 +503,7 @@ def envoy_like_request(token: str | None, path: str = "/orders/42") -> bytes:
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     http.headers.update(headers)
-    return request.SerializeToString()
+    return bytes(request.SerializeToString())
 
 
 def mint_tokens(keys_dir: Path, count: int, sig: str, enc: str | None, prefix: str,

@@ -108,7 +108,7 @@ def _short(frame: str) -> str:
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (grouped: ``check_3`` -> ``check_N``) of ``pid``."""
-    out: collections.Counter[str] = collections.Counter()
+    out: dict[str, float] = collections.defaultdict(float)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()

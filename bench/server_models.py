@@ -67,7 +67,7 @@ def serve_aio(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     authorizer, token = build_authorizer(workload)
 
     async def check(request: Any, context: Any) -> bytes:
-        return authorizer.check(request, None)
+        return bytes(authorizer.check(request, None))
 
     async def main() -> None:
         handler = grpc.method_handlers_generic_handler(

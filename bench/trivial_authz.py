@@ -38,7 +38,7 @@ def ok_response() -> bytes:
     response = external_auth_pb2.CheckResponse()
     response.status.code = 0
     response.ok_response.SetInParent()
-    return response.SerializeToString()
+    return bytes(response.SerializeToString())
 
 
 def serve(port: int, threads: int, reuse_port: bool, dump: str | None,
