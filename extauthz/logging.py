@@ -69,7 +69,7 @@ FLUSH_SECONDS = 0.2
 
 
 class _LazyFlush:
-    """A binary stream whose ``flush`` is deferred to a timer (and exit).
+    """A binary stream whose ``flush`` is deferred to the flusher thread (and exit).
 
     structlog flushes after every line; at thousands of decisions a second that is a
     system call each. Lines are written whole, in order, under the stream's own lock;
@@ -80,22 +80,60 @@ class _LazyFlush:
         self._text = text
         self._binary = binary
         self.write = binary.write
-        thread = threading.Thread(target=self._flusher, name="log-flush", daemon=True)
-        thread.start()
-        atexit.register(self._flush_now)
 
     def flush(self) -> None:
-        """Deferred: the timer thread flushes."""
+        """Deferred: the flusher thread flushes."""
 
-    def _flush_now(self) -> None:
+    def flush_now(self) -> None:
+        """Write out what is buffered (the flusher thread, exit, reconfiguration)."""
         with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
             self._text.flush()  # the stdlib handler writes through the text layer
             self._binary.flush()
 
-    def _flusher(self) -> None:
+
+class _Flusher:
+    """The process's one log-flushing thread and the sink it flushes.
+
+    ``configure`` may run many times (tests do); each call points the flusher at the
+    new sink instead of starting another thread. The thread starts with the first
+    buffered sink, never on import.
+    """
+
+    def __init__(self) -> None:
+        self.sink: _LazyFlush | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, sink: _LazyFlush | None) -> None:
+        """Flush the previous sink, then flush ``sink`` every ``FLUSH_SECONDS``."""
+        with self._lock:
+            previous, self.sink = self.sink, sink
+            if previous is not None:
+                previous.flush_now()
+            if sink is not None and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="log-flush", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)
+
+    def flush(self) -> None:
+        """Flush the current sink now."""
+        sink = self.sink
+        if sink is not None:
+            sink.flush_now()
+
+    @property
+    def threads(self) -> int:
+        """How many flusher threads this process runs (0 or 1)."""
+        return 0 if self._thread is None else 1
+
+    def _run(self) -> None:
         while True:
             time.sleep(FLUSH_SECONDS)
-            self._flush_now()
+            self.flush()
+
+
+#: process-wide logging state: the only global this module keeps
+_FLUSHER = _Flusher()
 
 
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
@@ -106,6 +144,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     out = stream or sys.stdout
     renderer: Any
     fast: Any = None
+    sink: _LazyFlush | None = None
     factory: Any = structlog.PrintLoggerFactory(file=out)
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -116,8 +155,9 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
             # the decision log is the hot path: orjson into a buffered binary stream,
             # flushed every FLUSH_SECONDS and at exit (not after every line)
             fast = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-            sink: Any = _LazyFlush(out, binary)
-            factory = structlog.BytesLoggerFactory(file=sink)
+            sink = _LazyFlush(out, binary)
+            factory = structlog.BytesLoggerFactory(file=sink)  # type: ignore[arg-type]
+    _FLUSHER.attach(sink)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -4,37 +4,75 @@ Label values are bounded by construction: a decision, a reason class, a source k
 a key use, a cache result. Never a ``kid``, a subject or a path.
 
 With ``--workers N`` every worker process writes its samples to
-``PROMETHEUS_MULTIPROC_DIR`` (set by the supervisor before the workers start) and
-the supervisor's ``/metrics`` aggregates them: counters and histograms add up, the
-key gauges report what the live workers agree on.
+``PROMETHEUS_MULTIPROC_DIR`` (set in the workers' environment by the supervisor, read
+by prometheus-client when it is imported) and the supervisor, after
+:func:`aggregate_workers`, serves them aggregated on ``/metrics``: counters and
+histograms add up, the key gauges report what the live workers agree on.
+
+Importing this module defines the metrics in a private registry and changes nothing
+else; the one piece of process-wide state, where to aggregate from, is set only by
+an explicit call.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+@dataclass
+class _State:
+    """Process-wide metrics state: set once by the workers supervisor, read by /metrics."""
+
+    #: directory of the workers' sample files; None: this process's own registry
+    aggregate_dir: str | None = None
+
+
+_STATE = _State()
+
+
+def aggregate_workers(directory: str) -> None:
+    """Serve every worker's samples from ``directory`` on ``/metrics`` (supervisor)."""
+    _STATE.aggregate_dir = directory
+
+
+def aggregating() -> bool:
+    """Whether ``/metrics`` aggregates worker processes."""
+    return _STATE.aggregate_dir is not None
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CHECKS = Counter(
     "extauthz_checks",
-    "Authorization decisions, by decision and reason class.",
-    ["decision", "reason"],
+    "Authorization decisions, by decision, reason class and transport (grpc | http).",
+    ["decision", "reason", "transport"],
     registry=REGISTRY,
 )
 CHECK_DURATION = Histogram(
     "extauthz_check_duration_seconds",
-    "Time spent deciding one Check, from request bytes to response bytes.",
+    "Time spent deciding one Check, from request bytes to response bytes, by transport.",
+    ["transport"],
     # 50 us .. 1 s: a cached allow costs tens of microseconds, an RSA decrypt ~1 ms.
     buckets=(
-        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        0.00005,
+        0.0001,
+        0.00025,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
     ),
     registry=REGISTRY,
 )
@@ -67,16 +105,22 @@ TOKEN_CACHE = Counter(
 BUILD_INFO = Info("extauthz_build", "Build information.", registry=None)
 
 
-_CHECK_CHILDREN: dict[tuple[str, str], Any] = {}
+#: label children by label values (labels() is slow); a bounded set by construction
+_CHECK_CHILDREN: dict[tuple[str, str, str], Any] = {}
+_DURATION_CHILDREN: dict[str, Any] = {}
 
 
-def record_check(decision: str, reason: str, seconds: float) -> None:
-    """Count one decision and its latency (label children cached: labels() is slow)."""
-    child = _CHECK_CHILDREN.get((decision, reason))
+def record_check(decision: str, reason: str, seconds: float, transport: str = "grpc") -> None:
+    """Count one decision and its latency."""
+    key = (decision, reason, transport)
+    child = _CHECK_CHILDREN.get(key)
     if child is None:
-        child = _CHECK_CHILDREN[(decision, reason)] = CHECKS.labels(decision, reason)
+        child = _CHECK_CHILDREN[key] = CHECKS.labels(decision, reason, transport)
     child.inc()
-    CHECK_DURATION.observe(seconds)
+    duration = _DURATION_CHILDREN.get(transport)
+    if duration is None:
+        duration = _DURATION_CHILDREN[transport] = CHECK_DURATION.labels(transport)
+    duration.observe(seconds)
 
 
 def key_reload(source: str, result: str) -> None:
@@ -112,9 +156,9 @@ def set_build_info(version: str) -> None:
 
 def exposition() -> bytes:
     """The Prometheus text exposition: this process's, or every worker's aggregated."""
-    if MULTIPROCESS:
+    if _STATE.aggregate_dir is not None:
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry, path=_STATE.aggregate_dir)  # type: ignore[no-untyped-call]
         registry.register(BUILD_INFO)
         return generate_latest(registry)
     return generate_latest(REGISTRY) + generate_latest(_INFO_REGISTRY)
@@ -126,5 +170,5 @@ _INFO_REGISTRY.register(BUILD_INFO)
 
 def worker_exited(pid: int) -> None:
     """Forget a dead worker's live gauges (multiprocess mode)."""
-    if MULTIPROCESS:
-        mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    if _STATE.aggregate_dir is not None:
+        mark_process_dead(pid, _STATE.aggregate_dir)  # type: ignore[no-untyped-call]

@@ -1,11 +1,14 @@
-"""Process lifecycle: key sources, the gRPC server, the HTTP endpoints, signals.
+"""Process lifecycle: key sources, the two authorization listeners (gRPC, and
+Envoy's HTTP protocol when ``listen.http_authz`` is set), the HTTP endpoints,
+liveness, signals.
 
 Start-up: health NOT_SERVING -> start every key source -> when each has loaded
-once, SERVING. SIGTERM: NOT_SERVING at once (gRPC health and ``/readyz``), keep
-answering for ``shutdown.drain_seconds`` so Envoy and Kubernetes stop sending,
-then stop accepting and let in-flight Checks finish within
-``shutdown.grace_seconds``; exit 0. A key source whose background work dies
-makes the process exit non-zero, so Kubernetes restarts it.
+once, SERVING. SIGTERM: NOT_SERVING at once (gRPC health and ``/readyz``; the HTTP
+listener closes each connection after its answer), keep answering for
+``shutdown.drain_seconds`` so Envoy and Kubernetes stop sending, then stop
+accepting and let in-flight Checks finish within ``shutdown.grace_seconds``, on
+both listeners at once; exit 0. A key source whose background work dies makes the
+process exit non-zero, so Kubernetes restarts it.
 
 We run grpcio's sync server: the work per Check is CPU-bound crypto under the GIL,
 and the sync server measured faster than grpc.aio for this workload (see
@@ -32,13 +35,20 @@ from extauthz.config import Config, KeySourceConfig, TlsConfig
 from extauthz.keys.keyset import DECRYPTION, KeySink, KeySource, KeyStore, provider_purpose
 from extauthz.keys.sources.factory import build_source
 from extauthz.pipeline.evaluate import Evaluator
+from extauthz.revocation.service import Revocation
 from extauthz.server.authz import SERVICE, Authorizer
 from extauthz.server.http import HttpEndpoints
+from extauthz.server.http_authz import HttpAuthzServer
+from extauthz.server.liveness import Liveness, LivenessTimings, Probe
+from extauthz.server.workers import worker_heartbeat_file
 
 log = structlog.get_logger("extauthz.server")
 
 #: largest CheckRequest we accept; Envoy sends no body unless configured to
 MAX_REQUEST_BYTES = 1 << 20
+#: the gRPC health service name of liveness (gRPC probes); "" and the Authorization
+#: service report readiness
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass
@@ -131,12 +141,17 @@ class App:
 
     def __init__(
         self, config: Config, *, reuse_port: bool = False, serve_http: bool = True,
-        ready_file: Path | None = None,
+        ready_file: Path | None = None, heartbeat_file: Path | None = None,
+        liveness: LivenessTimings | None = None,
     ) -> None:  # fmt: skip
         self.config = config
         self.sources = Sources.from_config(config)
         self.store = self.sources.store
-        self.evaluator = Evaluator(config, self.store)
+        #: revocation lists (None when none is configured); ready only once loaded
+        self.revocation = Revocation.from_config(config)
+        self.evaluator = Evaluator(
+            config, self.store, revocation=self.revocation.store if self.revocation else None
+        )
         self.store.on_change(self.evaluator.cache.purge)
         self.authorizer = Authorizer(self.evaluator, config.logging)
         self.health = health.HealthServicer()
@@ -144,14 +159,30 @@ class App:
         self._draining = threading.Event()
         self.grpc_port = 0
         self.reuse_port = reuse_port
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=config.server.threads, thread_name_prefix="check"
+        )
         self.server = self._build_server()
+        listen = config.listen
+        self.http_authz: HttpAuthzServer | None = None
+        if listen.http_authz:
+            self.http_authz = HttpAuthzServer(
+                self.evaluator, config.logging, listen.http_authz,
+                path_prefix=listen.http_authz_path_prefix, metadata=listen.http_authz_metadata,
+                tls=listen.tls, reuse_port=reuse_port, threads=config.server.threads,
+            )  # fmt: skip
         self.ready_file = ready_file
+        self.liveness = Liveness(
+            self._probes(), liveness,
+            heartbeat=heartbeat_file or worker_heartbeat_file(), on_change=self._set_live,
+        )  # fmt: skip
         self.http = (
-            HttpEndpoints(config.listen.http, ready=self.is_ready, live=lambda: True)
-            if config.listen.http and serve_http
+            HttpEndpoints(listen.http, ready=self.is_ready, live=self.liveness.live)
+            if listen.http and serve_http
             else None
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._set_live(True)
         metrics.set_build_info(_version())
 
     def _build_server(self) -> grpc.Server:
@@ -162,9 +193,7 @@ class App:
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ]
         server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=self.config.server.threads, thread_name_prefix="check"
-            ),
+            self._pool,
             handlers=[self.authorizer.handler()],
             options=options,
         )
@@ -185,13 +214,48 @@ class App:
         for name in ("", SERVICE):
             self.health.set(name, status)
 
+    def _set_live(self, live: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        self.health.set(LIVENESS_SERVICE, status.SERVING if live else status.NOT_SERVING)
+
+    def _probes(self) -> dict[str, Probe]:
+        """Self-checks of each authorization listener (see :mod:`.liveness`)."""
+        probes: dict[str, Probe] = {"grpc": self._probe_grpc}
+        if self.http_authz is not None:
+            probes["http_authz"] = self.http_authz.ping
+        return probes
+
+    def _probe_grpc(self, deadline: float) -> bool:
+        # the handler pool must run a task: a pool whose threads are all stuck answers
+        # nothing; then, when this process alone owns the port, a real Check of the
+        # health service over loopback must answer
+        started = time.monotonic()
+        try:
+            self._pool.submit(lambda: None).result(deadline)
+        except (futures.TimeoutError, RuntimeError):
+            return False
+        if self.reuse_port or self.config.listen.tls is not None:
+            return True
+        left = max(deadline - (time.monotonic() - started), 0.1)
+        host = _loopback_host(self.config.listen.grpc)
+        with grpc.insecure_channel(f"{host}:{self.grpc_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE), timeout=left)
+            except grpc.RpcError:
+                return False
+        return True
+
     def is_ready(self) -> bool:
         """Ready: every source loaded once, and not shutting down."""
-        return self.store.ready and not self._draining.is_set()
+        revoked_ready = self.revocation is None or self.revocation.ready
+        return self.store.ready and revoked_ready and not self._draining.is_set()
 
     def start(self) -> None:
         """Start sources, servers, and the readiness watcher. Returns at once."""
         self.sources.start()
+        if self.revocation is not None:
+            self.revocation.start()
         self.server.start()
         if self.http is not None:
             self.http.start()
@@ -202,7 +266,9 @@ class App:
     def _await_ready(self) -> None:
         waited = 0.0
         while not self._stopping.is_set():
-            if self.store.wait_ready(timeout=1.0):
+            if self.store.wait_ready(timeout=1.0) and (
+                self.revocation is None or self.revocation.wait_ready(timeout=1.0)
+            ):
                 if not self._draining.is_set():
                     self._set_health(health_pb2.HealthCheckResponse.SERVING)
                     if self.ready_file is not None:
@@ -211,7 +277,10 @@ class App:
                 return
             waited += 1.0
             if waited in (5.0, 30.0) or waited % 60 == 0:
-                log.warning("not_ready", waiting_for=self.store.pending(), seconds=waited)
+                pending = self.store.pending() + (
+                    self.revocation.pending() if self.revocation is not None else []
+                )
+                log.warning("not_ready", waiting_for=pending, seconds=waited)
 
     def drain_and_stop(self) -> None:
         """The SIGTERM sequence: NOT_SERVING, drain, stop with grace, stop sources."""
@@ -219,13 +288,18 @@ class App:
             return
         self._draining.set()
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http_authz is not None:
+            self.http_authz.begin_drain()
         if self.ready_file is not None:
             self.ready_file.unlink(missing_ok=True)
         shutdown = self.config.shutdown
         log.info("draining", drain_seconds=shutdown.drain_seconds,
                  grace_seconds=shutdown.grace_seconds)  # fmt: skip
         time.sleep(shutdown.drain_seconds)
-        self.server.stop(grace=shutdown.grace_seconds).wait(shutdown.grace_seconds + 1)
+        stopped = self.server.stop(grace=shutdown.grace_seconds)
+        if self.http_authz is not None:
+            self.http_authz.stop(shutdown.grace_seconds)
+        stopped.wait(shutdown.grace_seconds + 1)
         self.stop_background()
         log.info("stopped")
 
@@ -233,6 +307,8 @@ class App:
         """Stop sources and the HTTP endpoints."""
         self._stopping.set()
         self.sources.stop()
+        if self.revocation is not None:
+            self.revocation.stop()
         if self.http is not None:
             self.http.stop()
 
@@ -240,6 +316,8 @@ class App:
         """Immediate stop (tests)."""
         self._draining.set()
         self.server.stop(grace=0).wait(5)
+        if self.http_authz is not None:
+            self.http_authz.stop(0)
         self.stop_background()
 
     def run(self) -> int:
@@ -254,13 +332,21 @@ class App:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         while not stop.wait(0.5):
-            dead = self.sources.dead()
+            dead = self.sources.dead() + (self.revocation.dead() if self.revocation else [])
             if dead:
                 log.error("key_source_died", sources=dead)
                 self.stop_now()
                 return 1
         self.drain_and_stop()
         return 0
+
+
+def _loopback_host(address: str) -> str:
+    """Where this process reaches its own listener bound to ``address``."""
+    host = address.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]", "*"):  # a wildcard bind
+        return "[::1]" if host == "[::]" else "127.0.0.1"
+    return host
 
 
 def _version() -> str:

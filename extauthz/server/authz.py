@@ -8,33 +8,31 @@ unset: Envoy 1.40 overwrites when ``append`` is unset and newer Envoy honours
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
-import structlog
 
-from extauthz import metrics
 from extauthz._proto.envoy.config.core.v3 import base_pb2
 from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz._proto.envoy.type.v3 import http_status_pb2
 from extauthz._proto.google.rpc import status_pb2
 from extauthz.config import LoggingConfig
-from extauthz.errors import DESCRIPTIONS
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.pipeline.request import CheckInput
+from extauthz.server.decisions import AnswerMemo, DecisionLog, trace_id
 
 SERVICE = "envoy.service.auth.v3.Authorization"
 METHOD = f"/{SERVICE}/Check"
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 #: google.rpc.Code for each HTTP status we deny with
-_GRPC_CODE = {401: 16, 403: 7, 503: 14}  # UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE
+#: (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE)
+_GRPC_CODE = {400: 3, 401: 16, 403: 7, 503: 14}
 
-log = structlog.get_logger("extauthz.decision")
+__all__ = ["METHOD", "SERVICE", "Authorizer", "to_input", "to_response", "trace_id"]
 
 
 def to_input(request: Any) -> CheckInput:
@@ -47,6 +45,7 @@ def to_input(request: Any) -> CheckInput:
             (h.key.lower(), h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
             for h in http.header_map.headers
         )
+
     def first(name: str) -> str:
         if name in headers:
             return str(headers[name])
@@ -93,23 +92,8 @@ def to_response(decision: Decision) -> Any:
     return response
 
 
-def trace_id(request: CheckInput) -> str:
-    """The W3C trace id of the request's ``traceparent``, if well-formed."""
-    value = request.headers.get("traceparent") or next(
-        (v for k, v in request.raw_headers if k == "traceparent"), ""
-    )
-    parts = value.split("-")
-    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-        try:
-            int(parts[1], 16)
-        except ValueError:
-            return ""
-        return parts[1]
-    return ""
-
-
 class Authorizer:
-    """The ``Check`` handler: decode, evaluate, log one line, encode."""
+    """The ``Check`` handler: decode, evaluate, record, encode."""
 
     def __init__(
         self, evaluator: Evaluator, logging: LoggingConfig,
@@ -117,62 +101,23 @@ class Authorizer:
     ) -> None:  # fmt: skip
         self.evaluator = evaluator
         self.clock = clock
-        self.mode = logging.decisions
-        self.sample = logging.allow_sample_rate
-        self._rng = random.Random()  # noqa: S311 - log sampling, not security
+        self.decisions = DecisionLog(logging, "grpc")
+        #: serialized CheckResponse per Decision: as many as the token cache can hand
+        #: out, plus the memoized anonymous denies
+        self.answers = AnswerMemo(
+            lambda d: bytes(to_response(d).SerializeToString()),
+            evaluator.config.cache.max_entries + 1024,
+        )
 
     def check(self, request: Any, context: grpc.ServicerContext | None = None) -> bytes:
         """Answer one Check with the serialized ``CheckResponse``; never raises for an
-        auth outcome. Response bytes are memoized on the (reused) Decision."""
+        auth outcome."""
         start = self.clock()
         check_input = to_input(request)
         decision, fingerprint = self.evaluator.check(check_input)
-        wire = decision.wire
-        if wire:
-            response = wire[0]
-        else:
-            response = to_response(decision).SerializeToString()
-            wire.append(response)
-        elapsed = self.clock() - start
-        verdict = "allow" if decision.allowed else "deny"
-        metrics.record_check(verdict, decision.reason.value, elapsed)
-        self._log(check_input, decision, fingerprint, elapsed)
+        response = self.answers.get(decision)
+        self.decisions.record(check_input, decision, fingerprint, self.clock() - start)
         return response
-
-    def _log(self, request: CheckInput, decision: Decision, fp: str, elapsed: float) -> None:
-        if decision.allowed and (
-            self.mode == "deny" or (self.mode == "sample" and self._rng.random() >= self.sample)
-        ):
-            return
-        fields: dict[str, Any] = {
-            "decision": "allow" if decision.allowed else "deny",
-            "reason": decision.reason.value,
-            "status": decision.status,
-            "rule": decision.rule,
-            "sub": decision.sub,
-            "iss": decision.iss,
-            "kid": decision.kid,
-            "method": request.method,
-            "path": request.path_only,
-            "request_id": request.request_id,
-            "token_fp": fp,
-            "latency_us": round(elapsed * 1e6),
-        }
-        if decision.enc_kid:
-            fields["enc_kid"] = decision.enc_kid
-        if not decision.allowed:
-            fields["description"] = DESCRIPTIONS.get(decision.reason, "")
-        if decision.detail:
-            fields["detail"] = decision.detail
-        if decision.dropped:
-            fields["dropped_headers"] = list(decision.dropped)
-        trace = trace_id(request)
-        if trace:
-            fields["trace_id"] = trace
-        if decision.allowed:
-            log.info("check", **fields)
-        else:
-            log.warning("check", **fields)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """A generic handler for ``Authorization/Check`` with protobuf (de)serializers."""

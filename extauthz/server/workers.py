@@ -38,6 +38,12 @@ def worker_ready_file() -> Path | None:
     return Path(directory) / f"ready-{os.getpid()}" if directory else None
 
 
+def worker_heartbeat_file() -> Path | None:
+    """In a worker: the file touched after each good liveness round (None outside)."""
+    directory = os.environ.get(WORKER_DIR_ENV)
+    return Path(directory) / f"live-{os.getpid()}" if directory else None
+
+
 def run_workers(config: Config, count: int) -> int:
     """Start ``count`` workers and supervise them until SIGTERM/SIGINT or a failure."""
     if config.source is None:
@@ -52,11 +58,10 @@ def run_workers(config: Config, count: int) -> int:
     children = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
     log.info("workers_started", pids=[c.pid for c in children])
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state)
     from extauthz import __version__, metrics
     from extauthz.server.http import HttpEndpoints
 
-    metrics.MULTIPROCESS = True
+    metrics.aggregate_workers(str(state))
     metrics.set_build_info(__version__)
 
     def ready() -> bool:

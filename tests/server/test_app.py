@@ -99,7 +99,7 @@ def test_http_endpoints(app: App, client: Client, mint_token: Callable[..., str]
     assert http_get(app.http.port, "/readyz")[0] == 200
     status, body = http_get(app.http.port, "/metrics")
     assert status == 200
-    assert 'extauthz_checks_total{decision="allow",reason="ok"}' in body
+    assert 'extauthz_checks_total{decision="allow",reason="ok",transport="grpc"}' in body
     assert "extauthz_check_duration_seconds_bucket" in body
     assert 'extauthz_keys{source="directory",use="enc"} 1.0' in body
     assert http_get(app.http.port, "/nope")[0] == 404

@@ -47,7 +47,7 @@ def checks(samples: dict[Any, float]) -> Counter[tuple[str, str]]:
     for (name, labels), value in samples.items():
         if name == "extauthz_checks_total":
             d = dict(labels)
-            counts[(d["decision"], d["reason"])] = int(value)
+            counts[(d["decision"], d["reason"])] += int(value)
     return counts
 
 
@@ -136,6 +136,7 @@ def test_counts_are_exact_for_allows_and_every_deny_reason(
         ),
         ("insufficient_scope", {"token": good, "path": "/admin/x", "method": "POST"}),
         ("unknown_rule", {"token": good, "context": {"rule": "nope"}}),
+        ("bad_path", {"token": good, "path": "/public/..;/admin"}),
     ]
     expected: Counter[tuple[str, str]] = Counter()
     for reason, call in script:
@@ -186,8 +187,8 @@ def test_counts_are_exact_for_allows_and_every_deny_reason(
     assert delta == expected
     deny_reasons = {r for d, r in expected if d == "deny"}
     assert deny_reasons == {r.value for r in Reason} - {"ok", "anonymous"}
-    hist = "extauthz_check_duration_seconds_count"
-    assert after[(hist, ())] - before.get((hist, ()), 0) == sum(expected.values())
+    hist = ("extauthz_check_duration_seconds_count", (("transport", "grpc"),))
+    assert after[hist] - before.get(hist, 0) == sum(expected.values())
     cache_hits = ("extauthz_token_cache_total", (("result", "hit"),))
     assert after[cache_hits] - before.get(cache_hits, 0) >= 2
 

@@ -56,7 +56,9 @@ def test_two_workers_share_the_port_and_metrics_add_up(
             )
         status, text = get(base + "/metrics")
         assert status == 200
-        match = re.search(r'extauthz_checks_total\{decision="allow",reason="ok"\} (\S+)', text)
+        match = re.search(
+            r'extauthz_checks_total\{decision="allow",reason="ok",transport="grpc"\} (\S+)', text
+        )
         assert match
         assert float(match.group(1)) == n
         assert "extauthz_build_info" in text
