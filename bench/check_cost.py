@@ -22,6 +22,10 @@ figures are CPU µs per Check with nothing else in them.
 
 Ratios are what to compare: the machine is shared. Raw results go to
 ``bench/results/check_cost.json``; the targets are printed at the end.
+
+``--loop cached|unique-rsa|unique-ec --seconds S`` only runs that workload for S
+seconds after printing ``ready`` (tokens minted first): the target that
+``bench/profile_server.py --inprocess`` attaches py-spy to.
 """
 
 from __future__ import annotations
@@ -245,12 +249,41 @@ def targets_table(found: list[Target]) -> str:
     return "\n".join(lines)
 
 
+def loop(workload: str, seconds: float) -> None:
+    """Run one workload through the gRPC edge for ``seconds`` (a profiling target)."""
+    if workload == "cached":
+        s = setup("RSA-OAEP-256", "RS256", "all")
+        tokens = [s.token()]
+    else:
+        enc_alg, sig_alg = (
+            ("RSA-OAEP-256", "RS256") if workload == "unique-rsa" else ("ECDH-ES", "ES256")
+        )
+        s = setup(enc_alg, sig_alg, "deny")
+        # more than the edge can check in ``seconds``: every Check a cache miss
+        tokens = [s.token() for _ in range(int(seconds * 4000))]
+    wires = [build_request({"authorization": f"Bearer {t}"}, "/orders/42").SerializeToString()
+             for t in tokens]  # fmt: skip
+    edge = grpc_edge(s.authorizer, wires)
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    i = 0
+    cpu = time.process_time()
+    while time.monotonic() < deadline:
+        edge(i % len(wires))
+        i += 1
+    cpu = time.process_time() - cpu
+    print(f"checks {i} cpu_us {cpu / max(i, 1) * 1e6:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300, help="unique tokens per round")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--cached", type=int, default=20000, help="cached Checks per round")
     parser.add_argument("--nice", type=int, default=0, help="priority (root: -10)")
+    parser.add_argument("--loop", choices=["cached", "unique-rsa", "unique-ec"],
+                        help="only run this workload (for a profiler)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=8, help="--loop duration")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import harness as h
@@ -261,6 +294,9 @@ def main() -> None:
     # the production decision log, written to /dev/null: its cost counts, a disk's not
     extauthz_logging.configure("info", "json", open(os.devnull, "w"))  # noqa: SIM115
     logging.disable(logging.CRITICAL)
+    if args.loop:
+        loop(args.loop, args.seconds)
+        return
     result: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(),
                               "args": vars(args)}  # fmt: skip
     result["cached"] = cached(args)

@@ -14,6 +14,8 @@ per cost centre (a sample counts for the first centre, in the order below, that 
 of its frames falls in) and the top functions by own and by inclusive time.
 ``--matrix`` records cached and unique-token profiles over both transports, one
 after the other, and saves each summary to ``bench/results/profile-*.json``.
+``--inprocess cached|unique-rsa|unique-ec`` profiles the edge alone instead
+(``bench/check_cost.py --loop``: no server, no network, every sample is a Check).
 """
 
 from __future__ import annotations
@@ -195,16 +197,50 @@ def profile(args: argparse.Namespace, transport: str, workload: str) -> dict[str
     }  # fmt: skip
 
 
+def inprocess(args: argparse.Namespace, workload: str) -> dict[str, Any]:
+    """py-spy on ``check_cost.py --loop WORKLOAD`` once its tokens are minted."""
+    spy = ensure_py_spy()
+    command = [sys.executable, str(h.BENCH / "check_cost.py"), "--loop", workload,
+               "--seconds", str(args.seconds + 2)]  # fmt: skip
+    with h.scratch("extauthz-profile-") as work:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("check_cost.py --loop did not start")
+            raw = work / "profile.txt"
+            subprocess.run([spy, "record", "--pid", str(proc.pid), "--duration",
+                            str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
+                            "--output", str(raw), "--nonblocking"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            words = proc.stdout.readline().split()  # "checks N cpu_us X"
+            checks, cpu_us = int(words[1]), float(words[3])
+            proc.wait(timeout=30)
+            collapsed = raw.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {"transport": "in-process (gRPC edge)", "workload": workload,
+            "load": {"requests": checks}, "cpu_us": cpu_us,
+            "threads_cpu_us": {}, "summary": summarise(collapsed, top=25),
+            "collapsed": collapsed}  # fmt: skip
+
+
 def report(found: dict[str, Any]) -> str:
     """A profile's figures and summary as markdown."""
     load_ = found["load"]
-    lines = [f"**{found['transport']}, {found['workload']}**: {load_.get('rps', 0):,.0f} "
-             f"Checks/s, p50 {load_.get('p50_ms', 0):.2f} ms; server CPU "
-             f"{found['cpu_us']:,.0f} µs/Check", "",
-             "| server thread | CPU µs/Check |", "|---|---:|"]  # fmt: skip
+    rate = (f"{load_['rps']:,.0f} Checks/s, p50 {load_['p50_ms']:.2f} ms; server CPU"
+            if "rps" in load_ else f"{load_['requests']:,} Checks; CPU")  # fmt: skip
+    lines = [f"**{found['transport']}, {found['workload']}**: {rate} "
+             f"{found['cpu_us']:,.0f} µs/Check", ""]  # fmt: skip
+    if found["threads_cpu_us"]:
+        lines += ["| server thread | CPU µs/Check |", "|---|---:|"]
     for name, used in sorted(found["threads_cpu_us"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {used:,.0f} |")
-    return "\n".join([*lines, "", found["summary"]])
+    if found["threads_cpu_us"]:
+        lines.append("")
+    return "\n".join([*lines, found["summary"]])
 
 
 def main() -> None:
@@ -220,8 +256,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="server.threads")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--nice", type=int, default=0, help="priority (root: -10)")
+    parser.add_argument("--inprocess", choices=["cached", "unique-rsa", "unique-ec"],
+                        help="profile the edge in-process (check_cost.py --loop)")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
+    if args.inprocess:
+        found = inprocess(args, args.inprocess)
+        found["command"] = h.command_line()
+        path = h.save(f"profile-inprocess-{args.inprocess}", found)
+        print(f"command: `{h.command_line()}`\n", report(found), f"\nraw results: {path}",
+              sep="\n")  # fmt: skip
+        return
     plan = ([(t, w) for t in ("grpc", "http") for w in ("cached", "unique")] if args.matrix
             else [(args.transport, args.workload)])  # fmt: skip
     print(f"command: `{h.command_line()}`\n")
