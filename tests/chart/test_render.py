@@ -102,7 +102,7 @@ def test_rendered_config_passes_extauthz_config_validate(
 ) -> None:
     """The ConfigMap's config file is accepted by `extauthz config validate`."""
     path = tmp_path / "config.yaml"
-    path.write_text(config_text(rendered(name)), encoding="utf-8")
+    path.write_text(with_mounted_files(config_text(rendered(name)), tmp_path), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "extauthz", "config", "validate", str(path)],
         capture_output=True,
@@ -111,6 +111,18 @@ def test_rendered_config_passes_extauthz_config_validate(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def with_mounted_files(text: str, root: Path) -> str:
+    """The config with the pod's mounted files (TLS, CA bundles) moved under ``root`` and
+    created there, as the mounts provide them in the pod (validate checks they exist)."""
+    for mount in ("/etc/extauthz-tls/", "/etc/extauthz-ca/"):
+        for path in set(re.findall(re.escape(mount) + r"[^\s\"']+", text)):
+            local = root / path.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text("placeholder\n", encoding="utf-8")
+        text = text.replace(mount, f"{root}{mount}")
+    return text
 
 
 # -- invalid values are refused with a clear message -----------------------------------
@@ -139,9 +151,19 @@ def test_bad_values_are_refused_with_a_clear_message(helm: Helm, name: str, mess
 
 
 def test_default_install_renders_exactly_the_standalone_resources(rendered: Render) -> None:
-    """Defaults: ServiceAccount, ConfigMap, Role, RoleBinding, Service, Deployment."""
+    """Defaults: ServiceAccount, ConfigMap, Role, RoleBinding, Service, Deployment, a
+    PodDisruptionBudget (two replicas) and the `helm test` Pod."""
     assert kinds(rendered(None)) == sorted(
-        ["ServiceAccount", "ConfigMap", "Role", "RoleBinding", "Service", "Deployment"]
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Pod",
+        ]
     )
 
 
@@ -244,7 +266,8 @@ def test_config_checksum_annotation_tracks_the_config(helm: Helm, rendered: Rend
 
 
 def test_default_config_file(rendered: Render) -> None:
-    """The SPEC §5 file: apiVersion, listeners on all interfaces, Kubernetes key sources."""
+    """The config file: apiVersion, listeners on all interfaces, Kubernetes key sources,
+    the claim-header prefix stripped, no strict-transport-security of its own."""
     config = config_of(rendered(None))
     assert config["apiVersion"] == "extauthz/v1"
     assert config["listen"] == {"grpc": "0.0.0.0:9001", "http": "0.0.0.0:9090"}
@@ -263,6 +286,8 @@ def test_default_config_file(rendered: Render) -> None:
     assert "claims_header" not in config["upstream"]
     assert "sources" not in config["token"]
     assert "rules" not in config
+    assert config["upstream"]["strip_header_prefixes"] == ["x-auth-"]
+    assert config["response"]["headers"] == {"x-content-type-options": "nosniff"}
 
 
 # -- RBAC --------------------------------------------------------------------------------
@@ -304,6 +329,9 @@ def test_label_selector_sources_get_namespace_wide_secret_read(rendered: Render)
     manifests = rendered("label-selector.yaml")
     roles = _roles(manifests)
     assert set(roles) == {NAMESPACE, "auth-keys"}
+    # in a namespace other than the release's, the release namespace is part of the name
+    assert roles["auth-keys"]["metadata"]["name"] == f"{FULLNAME}-{NAMESPACE}"
+    assert roles[NAMESPACE]["metadata"]["name"] == FULLNAME
     (by_label,) = roles["auth-keys"]["rules"]
     assert "resourceNames" not in by_label
     (by_name,) = roles[NAMESPACE]["rules"]
@@ -314,8 +342,9 @@ def test_label_selector_sources_get_namespace_wide_secret_read(rendered: Render)
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
-            "name": FULLNAME,
+            "name": _roles(manifests)[binding["metadata"]["namespace"]]["metadata"]["name"],
         }
+        assert binding["metadata"]["name"] == binding["roleRef"]["name"]
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
         ]
@@ -432,7 +461,18 @@ def test_autoscaler_disruption_budget_and_network_policy(rendered: Render) -> No
     grpc_rule, metrics_rule = policy["ingress"]
     assert grpc_rule["ports"] == [{"port": "extauthz-grpc", "protocol": "TCP"}]
     values = yaml.safe_load((VALUES_DIR / "ha.yaml").read_text(encoding="utf-8"))
-    assert grpc_rule["from"] == values["networkPolicy"]["grpcFrom"]
+    # the configured peers, and the release's `helm test` pods
+    assert grpc_rule["from"] == [
+        *values["networkPolicy"]["grpcFrom"],
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "extauthz-test",
+                    "app.kubernetes.io/instance": RELEASE,
+                }
+            }
+        },
+    ]
     assert metrics_rule == {
         "ports": [{"port": "extauthz-http", "protocol": "TCP"}],
         "from": [

@@ -24,11 +24,55 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "extauthz.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "extauthz.baseLabels" . }}
 {{ include "extauthz.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: ext-authz
+{{- end }}
+
+{{/* Labels every resource carries: the chart's, and `commonLabels`. */}}
+{{- define "extauthz.baseLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pods: not the selector labels, so neither the Service nor the
+Deployment ever picks a test pod up; the NetworkPolicy admits them by these.
+*/}}
+{{- define "extauthz.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-test" (include "extauthz.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The name of the Role (and RoleBinding) in a key namespace. In the release namespace the
+full name is unique; in another namespace two releases of the same name (from two
+namespaces) could meet, so the release namespace is part of the name there.
+Input: dict "root" $ "namespace" NS.
+*/}}
+{{- define "extauthz.roleName" -}}
+{{- $fullname := include "extauthz.fullname" .root }}
+{{- if eq .namespace .root.Release.Namespace }}
+{{- $fullname }}
+{{- else }}
+{{- $name := printf "%s-%s" $fullname .root.Release.Namespace }}
+{{- if gt (len $name) 63 }}
+{{- $name = printf "%s-%s" ($name | trunc 54 | trimSuffix "-") ($name | sha256sum | trunc 8) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+{{- end }}
+
+{{/* Which authorization listeners face the network: the values of `transport`. */}}
+{{- define "extauthz.grpcExposed" -}}
+{{- if has .Values.transport (list "grpc" "both") }}true{{ end }}
+{{- end }}
+{{- define "extauthz.httpAuthzEnabled" -}}
+{{- if has .Values.transport (list "http" "both") }}true{{ end }}
 {{- end }}
 
 {{/* The ConfigMap carrying the Grafana dashboard. */}}
@@ -63,9 +107,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Where the config file and the TLS material are mounted. */}}
+{{/* Where the config file, the TLS material and the CA bundles are mounted. */}}
 {{- define "extauthz.configDir" -}}/etc/extauthz{{- end }}
 {{- define "extauthz.tlsDir" -}}/etc/extauthz-tls{{- end }}
+{{- define "extauthz.caDir" -}}/etc/extauthz-ca{{- end }}
 
 {{/*
 Key sources, normalized: each Kubernetes source gets the release namespace when it
@@ -116,14 +161,25 @@ Input: a map. Output: the compacted map (as YAML).
 {{- end }}
 
 {{/*
-The extauthz config file (SPEC §5), as YAML. Everything but `listen` comes from
-.Values.config; the chart only fills in defaults that depend on the release.
+The extauthz config file, as YAML. Everything but `listen` comes from .Values.config;
+the chart only fills in defaults that depend on the release.
 */}}
 {{- define "extauthz.config" -}}
 {{- $c := .Values.config }}
 {{- $ns := .Release.Namespace }}
-{{- $grpcHost := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") }}
+{{- $sidecar := eq .Values.mode "sidecar" }}
+{{- /* the gRPC listener always runs; with `transport: http` it stays on loopback */}}
+{{- $grpcHost := ternary "0.0.0.0" "127.0.0.1" (and (not $sidecar) (eq (include "extauthz.grpcExposed" .) "true")) }}
 {{- $listen := dict "grpc" (printf "%s:%d" $grpcHost (int .Values.ports.grpc)) "http" (printf "0.0.0.0:%d" (int .Values.ports.http)) }}
+{{- if include "extauthz.httpAuthzEnabled" . }}
+{{- $_ := set $listen "http_authz" (printf "%s:%d" (ternary "127.0.0.1" "0.0.0.0" $sidecar) (int .Values.ports.httpAuthz)) }}
+{{- with .Values.httpAuthz.pathPrefix }}
+{{- $_ := set $listen "http_authz_path_prefix" . }}
+{{- end }}
+{{- if not .Values.httpAuthz.metadataHeaders }}
+{{- $_ := set $listen "http_authz_metadata" false }}
+{{- end }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 {{- $tls := dict "cert_file" (printf "%s/tls.crt" (include "extauthz.tlsDir" .)) "key_file" (printf "%s/tls.key" (include "extauthz.tlsDir" .)) }}
 {{- if .Values.tls.verifyClients }}
@@ -143,8 +199,10 @@ The extauthz config file (SPEC §5), as YAML. Everything but `listen` comes from
 {{- $providers = append $providers $provider }}
 {{- end }}
 {{- $cfg := dict "apiVersion" "extauthz/v1" "listen" $listen "decryption" $decryption "providers" $providers }}
-{{- range $section := list "token" "upstream" "response" "cache" "logging" "shutdown" "server" }}
+{{- range $section := list "token" "upstream" "response" "cache" "logging" "shutdown" "server" "path_matching" }}
+{{- if hasKey $c $section }}
 {{- $_ := set $cfg $section (include "extauthz.compact" (get $c $section) | fromYaml) }}
+{{- end }}
 {{- end }}
 {{- if $c.rules }}
 {{- $rules := list }}
@@ -188,6 +246,45 @@ a label-selector source needs get/list/watch on all of its Secrets.
 {{- toYaml $access }}
 {{- end }}
 
+{{/* Pods the workload normally has: the HPA's floor when autoscaling, else replicaCount. */}}
+{{- define "extauthz.replicas" -}}
+{{- ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- end }}
+
+{{/*
+Render the PodDisruptionBudget? Enabled, and more than one pod (one pod cannot be kept up
+through a drain) unless minAvailable or maxUnavailable is set explicitly (then it is
+checked against the replica count).
+*/}}
+{{- define "extauthz.pdbEnabled" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- $explicit := not (and (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable)) }}
+{{- if and $pdb.enabled (eq .Values.mode "standalone") (or $explicit (gt (include "extauthz.replicas" . | int) 1)) }}true{{ end }}
+{{- end }}
+
+{{/*
+NetworkPolicyPeers allowed on the authorization ports: `networkPolicy.grpcFrom`, plus the
+Istio namespaces, revisions and ambient namespaces of `networkPolicy.istio`, plus the
+release's `helm test` pods. Output: YAML list.
+*/}}
+{{- define "extauthz.authzPeers" -}}
+{{- $np := .Values.networkPolicy }}
+{{- $peers := concat (list) $np.grpcFrom }}
+{{- range $np.istio.namespaces }}
+{{- $peers = append $peers (dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .))) }}
+{{- end }}
+{{- with $np.istio.revisions }}
+{{- $peers = append $peers (dict "namespaceSelector" (dict "matchExpressions" (list (dict "key" "istio.io/rev" "operator" "In" "values" .)))) }}
+{{- if has "default" . }}
+{{- $peers = append $peers (dict "namespaceSelector" (dict "matchLabels" (dict "istio-injection" "enabled"))) }}
+{{- end }}
+{{- end }}
+{{- if $np.istio.ambient }}
+{{- $peers = append $peers (dict "namespaceSelector" (dict "matchLabels" (dict "istio.io/dataplane-mode" "ambient"))) }}
+{{- end }}
+{{- toYaml $peers }}
+{{- end }}
+
 {{/* The PDB's effective minAvailable, as JSON {"value": ...}: 1 when neither it nor maxUnavailable is set. */}}
 {{- define "extauthz.pdbMinAvailable" -}}
 {{- $pdb := .Values.podDisruptionBudget }}
@@ -198,9 +295,14 @@ a label-selector source needs get/list/watch on all of its Secrets.
 {{- end }}
 {{- end }}
 
-{{/* drain + grace, the time the service may take to stop after SIGTERM. */}}
+{{/*
+The time the pod may take to stop: a `lifecycle.preStop.sleep` (it runs before SIGTERM),
+then the service's drain + grace.
+*/}}
 {{- define "extauthz.shutdownSeconds" -}}
-{{- add (ceil .Values.config.shutdown.drain_seconds) (ceil .Values.config.shutdown.grace_seconds) }}
+{{- $preStop := 0 }}
+{{- with .Values.lifecycle }}{{ with .preStop }}{{ with .sleep }}{{ $preStop = int .seconds }}{{ end }}{{ end }}{{ end }}
+{{- add $preStop (ceil .Values.config.shutdown.drain_seconds) (ceil .Values.config.shutdown.grace_seconds) }}
 {{- end }}
 
 {{- define "extauthz.terminationGracePeriodSeconds" -}}
@@ -235,12 +337,44 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- end }}
 {{- $shutdown := include "extauthz.shutdownSeconds" . | int }}
 {{- if and (not (kindIs "invalid" $v.terminationGracePeriodSeconds)) (le (int $v.terminationGracePeriodSeconds) $shutdown) }}
-{{- fail (printf "extauthz: terminationGracePeriodSeconds (%d) must be greater than config.shutdown.drain_seconds + grace_seconds (%d), or Kubernetes kills in-flight Checks" (int $v.terminationGracePeriodSeconds) $shutdown) }}
+{{- fail (printf "extauthz: terminationGracePeriodSeconds (%d) must be greater than lifecycle.preStop.sleep.seconds + config.shutdown.drain_seconds + grace_seconds (%d), or Kubernetes kills in-flight Checks" (int $v.terminationGracePeriodSeconds) $shutdown) }}
 {{- end }}
 {{- if $sidecar }}
-{{- range $key := list "autoscaling" "podDisruptionBudget" "networkPolicy" "serviceMonitor" }}
+{{- range $key := list "autoscaling" "networkPolicy" "serviceMonitor" }}
 {{- if (get $v $key).enabled }}
 {{- fail (printf "extauthz: %s.enabled is not supported with mode: sidecar (the chart renders no Deployment or Service; configure it on the host workload)" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key := list "podLabels" "podAnnotations" "imagePullSecrets" "deploymentAnnotations" }}
+{{- if get $v $key }}
+{{- fail (printf "extauthz: %s is not used with mode: sidecar (the host chart renders the pod): set it on the host workload" $key) }}
+{{- end }}
+{{- end }}
+{{- if $v.service.headless }}
+{{- fail "extauthz: service.headless is not used with mode: sidecar (no Service is rendered)" }}
+{{- end }}
+{{- end }}
+{{- if and $v.service.headless (ne $v.service.type "ClusterIP") }}
+{{- fail (printf "extauthz: service.headless needs service.type ClusterIP (got %s)" $v.service.type) }}
+{{- end }}
+{{- $mounted := list }}
+{{- range $v.caBundles }}
+{{- if eq (len (pick . "configMap" "secret")) 1 | not }}
+{{- fail (printf "extauthz: caBundles entry %q: set exactly one of configMap or secret" .name) }}
+{{- end }}
+{{- $mounted = append $mounted (printf "%s/%s/" (include "extauthz.caDir" $) .name) }}
+{{- end }}
+{{- range $v.extraVolumeMounts }}
+{{- $mounted = append $mounted (printf "%s/" (trimSuffix "/" .mountPath)) }}
+{{- end }}
+{{- range $i, $p := $v.config.providers }}
+{{- range $j, $k := ($p.keys | default list) }}
+{{- if and (hasKey $k "ca_file") $k.ca_file }}
+{{- $found := false }}
+{{- range $mounted }}{{ if hasPrefix . $k.ca_file }}{{ $found = true }}{{ end }}{{ end }}
+{{- if not $found }}
+{{- fail (printf "extauthz: config.providers[%d].keys[%d].ca_file (%s) is not in a mounted directory: add a caBundles entry (mounted at %s/NAME/) or an extraVolumeMounts entry, and point ca_file at the file in it" $i $j $k.ca_file (include "extauthz.caDir" $)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -252,7 +386,7 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- fail (printf "extauthz: autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- $pdb := $v.podDisruptionBudget }}
-{{- if $pdb.enabled }}
+{{- if include "extauthz.pdbEnabled" . }}
 {{- $hasMax := not (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- if and (not (kindIs "invalid" $pdb.minAvailable)) $hasMax }}
 {{- fail "extauthz: podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
@@ -260,7 +394,7 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- $minAvailable := include "extauthz.pdbMinAvailable" . | fromJson }}
 {{- $hasMin := not (kindIs "invalid" $minAvailable.value) }}
 {{- $pdb = dict "minAvailable" $minAvailable.value "maxUnavailable" $pdb.maxUnavailable }}
-{{- $replicas := ternary $v.autoscaling.minReplicas $v.replicaCount $v.autoscaling.enabled | int }}
+{{- $replicas := include "extauthz.replicas" . | int }}
 {{- $replicasKey := ternary "autoscaling.minReplicas" "replicaCount" $v.autoscaling.enabled }}
 {{- if and $hasMin (not (kindIs "string" $pdb.minAvailable)) (ge (int $pdb.minAvailable) $replicas) }}
 {{- fail (printf "extauthz: podDisruptionBudget.minAvailable (%d) must be lower than %s (%d), or no pod could ever be evicted and node drains would block; raise %s to at least %d" (int $pdb.minAvailable) $replicasKey $replicas $replicasKey (add1 (int $pdb.minAvailable))) }}
@@ -269,12 +403,15 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- fail "extauthz: podDisruptionBudget.maxUnavailable must be at least 1, or node drains would block" }}
 {{- end }}
 {{- end }}
-{{- if and $v.networkPolicy.enabled (not $v.networkPolicy.grpcFrom) }}
-{{- fail "extauthz: networkPolicy.grpcFrom: list the peers (your Envoy pods / mesh gateways) allowed on the gRPC port; an empty list would allow nobody to authorize requests" }}
+{{- if and $v.networkPolicy.enabled (not (include "extauthz.authzPeers" . | fromYamlArray)) }}
+{{- fail "extauthz: networkPolicy.grpcFrom: list the peers (your Envoy pods / mesh gateways) allowed on the authorization ports, or set networkPolicy.istio; an empty list would allow nobody to authorize requests" }}
 {{- end }}
 {{- $ap := $v.istio.authorizationPolicy }}
-{{- if and $ap.enabled (not $ap.selector.matchLabels) }}
-{{- fail "extauthz: istio.authorizationPolicy.selector.matchLabels: select the workloads to protect; an empty selector applies the CUSTOM policy to every workload of the namespace, extauthz included" }}
+{{- if and $ap.enabled $ap.selector.matchLabels $ap.targetRefs }}
+{{- fail "extauthz: istio.authorizationPolicy: set selector.matchLabels (sidecars) or targetRefs (ambient waypoints, gateways), not both; Istio refuses a policy with both" }}
+{{- end }}
+{{- if and $ap.enabled (not $ap.selector.matchLabels) (not $ap.targetRefs) }}
+{{- fail "extauthz: istio.authorizationPolicy.selector.matchLabels: select the workloads to protect (or targetRefs for a waypoint or gateway); an empty selector applies the CUSTOM policy to every workload of the namespace, extauthz included" }}
 {{- end }}
 {{- if and $ap.enabled (not $ap.rules) }}
 {{- fail "extauthz: istio.authorizationPolicy.rules: at least one rule ([{}] matches every request); a CUSTOM policy without rules checks nothing" }}
@@ -299,6 +436,19 @@ certificate Secret. Standalone pods use it; a sidecar host pod includes it too:
   secret:
     secretName: {{ .Values.tls.secretName }}
 {{- end }}
+{{- range .Values.caBundles }}
+- name: {{ printf "extauthz-ca-%s" .name | trunc 63 | trimSuffix "-" }}
+  {{- if .configMap }}
+  configMap:
+    name: {{ .configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ .secret }}
+  {{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "extauthz.sidecarVolumes" -}}
@@ -319,15 +469,33 @@ host chart:
     - serve
     - --config
     - {{ include "extauthz.configDir" . }}/config.yaml
+    {{- with .Values.extraArgs }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   ports:
+    {{- if or (include "extauthz.grpcExposed" .) (eq .Values.mode "sidecar") }}
     - name: extauthz-grpc
       containerPort: {{ .Values.ports.grpc }}
       protocol: TCP
+    {{- end }}
+    {{- if include "extauthz.httpAuthzEnabled" . }}
+    - name: extauthz-authz
+      containerPort: {{ .Values.ports.httpAuthz }}
+      protocol: TCP
+    {{- end }}
     - name: extauthz-http
       containerPort: {{ .Values.ports.http }}
       protocol: TCP
   {{- with .Values.env }}
   env:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.lifecycle }}
+  lifecycle:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   readinessProbe:
@@ -354,6 +522,14 @@ host chart:
     - name: extauthz-tls
       mountPath: {{ include "extauthz.tlsDir" . }}
       readOnly: true
+    {{- end }}
+    {{- range .Values.caBundles }}
+    - name: {{ printf "extauthz-ca-%s" .name | trunc 63 | trimSuffix "-" }}
+      mountPath: {{ printf "%s/%s" (include "extauthz.caDir" $) .name }}
+      readOnly: true
+    {{- end }}
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
 
