@@ -23,7 +23,7 @@ figures are CPU µs per Check with nothing else in them.
 Ratios are what to compare: the machine is shared. Raw results go to
 ``bench/results/check_cost.json``; the targets are printed at the end.
 
-``--loop cached|unique-rsa|unique-ec --seconds S`` only runs that workload for S
+``--loop cached|cached-http|unique-rsa|unique-ec --seconds S`` only runs that workload for S
 seconds after printing ``ready`` (tokens minted first): the target that
 ``bench/profile_server.py --inprocess`` attaches py-spy to.
 """
@@ -251,7 +251,7 @@ def targets_table(found: list[Target]) -> str:
 
 def loop(workload: str, seconds: float) -> None:
     """Run one workload through the gRPC edge for ``seconds`` (a profiling target)."""
-    if workload == "cached":
+    if workload.startswith("cached"):
         s = setup("RSA-OAEP-256", "RS256", "all")
         tokens = [s.token()]
     else:
@@ -264,6 +264,12 @@ def loop(workload: str, seconds: float) -> None:
     wires = [build_request({"authorization": f"Bearer {t}"}, "/orders/42").SerializeToString()
              for t in tokens]  # fmt: skip
     edge = grpc_edge(s.authorizer, wires)
+    if workload == "cached-http":
+        http = http_edge(s, tokens[0])
+        if http is None:
+            raise SystemExit("this extauthz has no HTTP edge")
+        edge = http
+    edge(0)  # a cached workload's miss
     print("ready", flush=True)
     deadline = time.monotonic() + seconds
     i = 0
@@ -281,7 +287,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--cached", type=int, default=20000, help="cached Checks per round")
     parser.add_argument("--nice", type=int, default=0, help="priority (root: -10)")
-    parser.add_argument("--loop", choices=["cached", "unique-rsa", "unique-ec"],
+    parser.add_argument("--loop", choices=["cached", "cached-http", "unique-rsa", "unique-ec"],
                         help="only run this workload (for a profiler)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=8, help="--loop duration")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """extauthz memory with a full token cache, and start-up time with 100 keys.
 
-    python bench/memory.py [--entries 10000,100000] [--keys 100] [--repeat 3]
+    python bench/memory.py [--entries 10000,100000] [--keys 100] [--repeat 3] [--http-authz]
 
 **Memory**: for each ``--entries`` N, start extauthz with ``cache.max_entries: N``,
 read its RSS (VmRSS of /proc/PID/status) once SERVING after a few Checks (the
@@ -10,7 +10,8 @@ valid tokens through real gRPC Checks and read RSS again. The tokens are nested 
 holds the inner JWT and the claims, whose size does not depend on the outer
 algorithm, and ECDH-ES keeps the fill minutes shorter than RSA-OAEP would. The
 ``extauthz_token_cache_total`` counters on ``/metrics`` prove every fill Check was a
-miss and that the first tokens are still cached (hits) at the end.
+miss and that the first tokens are still cached (hits) at the end. ``--http-authz``
+also opens the HTTP authorization listener (a server running both transports).
 
 **Start-up**: time from spawning ``python -m extauthz serve`` to gRPC health
 ``SERVING`` (polled every 10 ms) with ``--keys`` RSA-2048 private JWKs in the
@@ -43,7 +44,7 @@ def cache_counts(http_port: int) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in pattern.finditer(text)}
 
 
-def fill(work: Path, entries: int, concurrency: int) -> dict[str, Any]:
+def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False) -> dict[str, Any]:
     """RSS before and after caching ``entries`` unique tokens."""
     print(f"minting {entries:,} unique nested tokens ...", flush=True)
     started = time.perf_counter()
@@ -55,7 +56,8 @@ def fill(work: Path, entries: int, concurrency: int) -> dict[str, Any]:
     http_port = h.free_port()
     port = h.free_port()
     config = h.write_config(work, grpc_port=port, http_port=http_port, cache_entries=entries,
-                            cache_ttl=3600, decisions="deny")  # fmt: skip
+                            cache_ttl=3600, decisions="deny",
+                            http_authz_port=h.free_port() if http_authz else None)  # fmt: skip
     command = [h.PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
     proc = h.spawn(command)
     try:
@@ -83,7 +85,8 @@ def fill(work: Path, entries: int, concurrency: int) -> dict[str, Any]:
         "per_entry_bytes": (full - idle) * 1024 * 1024 / entries,
         "fill_misses": misses, "oldest_still_cached": final.get("hit", 0) > after.get("hit", 0),
         "mint_seconds": minted, "fill_seconds": filled,
-        "command": f"python -m extauthz serve --config CONFIG (cache.max_entries: {entries})",
+        "command": f"python -m extauthz serve --config CONFIG (cache.max_entries: {entries}"
+                   f"{', listen.http_authz too' if http_authz else ''})",
     }  # fmt: skip
 
 
@@ -122,6 +125,8 @@ def main() -> None:
         "--nice", type=int, default=0, help="priority of the benchmark and its servers (root: -10)"
     )
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--http-authz", action="store_true",
+                        help="also open the HTTP authorization listener (both transports)")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
@@ -132,7 +137,7 @@ def main() -> None:
         keys = h.Keys.generate(enc_algs=("ECDH-ES",), sig_algs=("RS256",))
         keys.write(work)
         for entries in (int(n) for n in args.entries.split(",")):
-            out["memory"].append(fill(work, entries, args.concurrency))
+            out["memory"].append(fill(work, entries, args.concurrency, args.http_authz))
     path = h.save("memory", out)
     print(table(out))
     print(f"\nraw results: {path}")

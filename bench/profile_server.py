@@ -14,7 +14,7 @@ per cost centre (a sample counts for the first centre, in the order below, that 
 of its frames falls in) and the top functions by own and by inclusive time.
 ``--matrix`` records cached and unique-token profiles over both transports, one
 after the other, and saves each summary to ``bench/results/profile-*.json``.
-``--inprocess cached|unique-rsa|unique-ec`` profiles the edge alone instead
+``--inprocess cached|cached-http|unique-rsa|unique-ec`` profiles an edge alone instead
 (``bench/check_cost.py --loop``: no server, no network, every sample is a Check).
 """
 
@@ -221,7 +221,8 @@ def inprocess(args: argparse.Namespace, workload: str) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return {"transport": "in-process (gRPC edge)", "workload": workload,
+    edge = "HTTP" if workload.endswith("http") else "gRPC"
+    return {"transport": f"in-process ({edge} edge)", "workload": workload,
             "load": {"requests": checks}, "cpu_us": cpu_us,
             "threads_cpu_us": {}, "summary": summarise(collapsed, top=25),
             "collapsed": collapsed}  # fmt: skip
@@ -256,7 +257,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="server.threads")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--nice", type=int, default=0, help="priority (root: -10)")
-    parser.add_argument("--inprocess", choices=["cached", "unique-rsa", "unique-ec"],
+    parser.add_argument("--inprocess",
+                        choices=["cached", "cached-http", "unique-rsa", "unique-ec"],
                         help="profile the edge in-process (check_cost.py --loop)")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
