@@ -126,7 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--http-authz", action="store_true",
-                        help="also open the HTTP authorization listener (both transports)")  # fmt: skip
+                        help="also open the HTTP authorization listener")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
