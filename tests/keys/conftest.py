@@ -35,6 +35,7 @@ class KeyRecorder:
         self.inner = inner
         self.published: list[tuple[float, list[Key]]] = []
         self.failures: list[tuple[float, BaseException]] = []
+        self.missings: list[tuple[float, list[str]]] = []
         self._cond = threading.Condition()
 
     def publish(self, keys: Sequence[Key]) -> None:
@@ -49,6 +50,13 @@ class KeyRecorder:
             self.inner.failed(error)
         with self._cond:
             self.failures.append((time.monotonic(), error))
+            self._cond.notify_all()
+
+    def missing(self, names: Sequence[str]) -> None:
+        if self.inner is not None:
+            self.inner.missing(names)
+        with self._cond:
+            self.missings.append((time.monotonic(), list(names)))
             self._cond.notify_all()
 
     @property

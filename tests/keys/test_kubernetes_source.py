@@ -277,7 +277,7 @@ def test_names_mode_makes_only_namespaced_field_selected_list_and_watch_calls(
         assert [r.is_watch for r in requests] == [False, True]
         watch = requests[1].query
         assert watch["allowWatchBookmarks"] == "true"
-        assert watch["timeoutSeconds"] == "30"
+        assert 22 <= int(watch["timeoutSeconds"]) <= 30  # 75-100 % of the configured 30
         assert int(watch["resourceVersion"]) >= 1000
 
 
@@ -326,15 +326,24 @@ def test_a_watch_ended_by_the_server_rewatches_from_the_last_bookmark_without_re
     assert versions[-1] == moved  # the bookmark sent at the server's timeout was followed
 
 
-def test_watch_requests_carry_a_server_timeout_and_bookmarks(
+def test_watch_requests_carry_a_jittered_server_timeout_and_bookmarks(
     kube: FakeKube, make_source: Any, recorder: Any
 ) -> None:
-    make_source(["s"], watch_timeout_seconds=7).start(recorder)
-    assert kube.wait_for_watches(1)
-    watch = next(r for r in kube.log() if r.is_watch)
-    assert watch.query["timeoutSeconds"] == "7"
-    assert watch.query["allowWatchBookmarks"] == "true"
-    assert watch.query["watch"] == "true"
+    kube.watch_cap = 0.2  # every watch ends quickly, so we see many
+    make_source(["s"], watch_timeout_seconds=20).start(recorder)
+    watches = kube.wait_requests(lambda r: r.is_watch, count=8, timeout=10)
+    assert len(watches) >= 8
+    timeouts = {int(r.query["timeoutSeconds"]) for r in watches}
+    assert timeouts <= set(range(15, 21))
+    assert len(timeouts) > 1, "a fleet must not reconnect in step"
+    for watch in watches:
+        assert watch.query["allowWatchBookmarks"] == "true"
+        assert watch.query["watch"] == "true"
+
+
+def test_by_default_a_silent_watch_is_cut_within_a_minute() -> None:
+    watcher = KubernetesSource("auth", ["a"]).watcher
+    assert watcher.watch_timeout_seconds < watcher.read_timeout < 60
 
 
 # -- construction and client configuration -----------------------------------------------
@@ -350,7 +359,7 @@ def test_exactly_one_of_names_or_selector() -> None:
 def test_the_read_timeout_must_outlast_the_server_timeout() -> None:
     with pytest.raises(ValueError, match="read_timeout"):
         KubernetesSource("auth", ["a"], watch_timeout_seconds=60, read_timeout=60)
-    assert KubernetesSource("auth", ["a"], watch_timeout_seconds=60).read_timeout > 60
+    assert KubernetesSource("auth", ["a"], watch_timeout_seconds=60).watcher.read_timeout > 60
 
 
 def test_without_a_namespace_the_pods_own_namespace_is_used(tmp_path: Path) -> None:

@@ -1,29 +1,51 @@
-"""Keys from Kubernetes Secrets, watched live through the API server.
+"""Objects watched live through the Kubernetes API server, and the keys they hold.
 
 The only module that imports the ``kubernetes`` client (and ``urllib3``, its
 transport, whose exceptions escape the client while a watch is streamed). Every
 client failure is wrapped into :class:`~extauthz.errors.KeySourceError` here.
 
-How it works (the reflector pattern of client-go, as kopf does it in Python):
+Two layers:
 
-- One *stream* per Secret name (``fieldSelector=metadata.name=<name>``, which a Role
+- :class:`ObjectWatcher` keeps a live copy of Secrets or ConfigMaps of one namespace,
+  by name or by label selector, and hands every change to a :class:`WatchHandler`
+  (its docstring is the interface). It knows nothing about keys; the revocation
+  lists use it too.
+- :class:`KubernetesSource` is the key source: a handler that turns Secrets into keys
+  and publishes them to the key store.
+
+How the watcher works (the reflector of client-go, as kopf does it in Python):
+
+- One *stream* per object name (``fieldSelector=metadata.name=<name>``, which a Role
   with ``resourceNames`` allows) or one stream for a label selector. Each stream
   runs in its own thread: a watch is a blocking long-poll, so N names need N open
-  connections whichever way they are multiplexed, and the synchronous client has no
-  select loop. Names are a handful in practice; threads keep each stream simple.
-- A stream lists, then watches from the list's ``resourceVersion`` with
-  ``allowWatchBookmarks`` and a server-side ``timeoutSeconds``. When the server ends
-  the watch (its timeout), the stream re-watches from the last resourceVersion seen
-  (events and bookmarks move it) without relisting. ``410 Gone`` (HTTP status or
-  ``ERROR`` event) means that resourceVersion is no longer served: relist.
-- Every request carries a client timeout ``(connect, read)``; a watch's read timeout
-  exceeds the server timeout plus a margin, so a connection that went silent (a dead
-  peer, a stuck proxy) is detected and replaced instead of hanging forever.
-- Connection errors, timeouts, 5xx and other API errors retry after a capped
-  exponential backoff with jitter; a stream that makes no progress (watch closed at
-  once, 410 right after a list) backs off too, so nothing loops hot.
+  connections, and the synchronous client has no select loop. More than
+  :data:`MANY_NAMES` names logs a warning pointing to label mode.
+- A stream lists (in pages of ``page_size`` with ``limit``/``continue``), then
+  watches from the list's ``resourceVersion`` with ``allowWatchBookmarks``. When the
+  server ends the watch, the stream re-watches from the last resourceVersion seen
+  (events and bookmarks move it) without relisting. Objects are decoded and handed
+  to the handler outside any lock shared with the other streams.
+- Relist: ``410 Gone`` (status or ``ERROR`` event), any other ``ERROR`` event, and any
+  error status answering the watch request (a ``504`` "Too large resource version"
+  after an etcd restore, a ``500``, a ``403``) start over with a fresh list, as
+  client-go does; a broken connection or a ``429`` re-watches from the same
+  resourceVersion. ``Retry-After`` (``429``/``503``) is honoured up to 60 s.
+- Dead connections: every connection has TCP keepalive (a dead peer is found within
+  30 s, see :mod:`extauthz.keys.sources.net`); every request has a client timeout
+  ``(connect, read)``; each watch asks the server to end it after a jittered
+  ``timeoutSeconds`` (75-100 % of ``watch_timeout_seconds``, so a fleet does not
+  reconnect in step) and reads with a timeout :data:`WATCH_READ_MARGIN` seconds
+  longer: a connection whose peer still answers TCP but sends nothing is replaced
+  within ``watch_timeout_seconds + WATCH_READ_MARGIN`` (55 s by default).
+- Retries: a watch that brought changes or stayed open :data:`HEALTHY_WATCH_SECONDS`
+  is re-opened at once; anything else backs off (capped exponential, jittered). A
+  single failed request is logged as ``kubernetes_api_retry`` (info); only when the
+  retry fails too is it an error (``kubernetes_api_error``) and reported to the
+  handler (``api_failed``, so ``extauthz_key_source_up`` drops to 0).
+- In cluster, the service account token is re-read as soon as its file changes (the
+  kubelet rotates bound tokens hourly).
 
-Key semantics (SPEC §4):
+Key semantics of :class:`KubernetesSource`:
 
 - Each Secret is applied atomically: every entry that holds key material must parse
   (JWK, JWKS or PEM), or the whole new version is rejected, ``sink.failed`` is
@@ -33,8 +55,10 @@ Key semantics (SPEC §4):
 - The source publishes the union of the last good keys of all its Secrets, only when
   it changed, and for the first time only after every stream's first list succeeded.
   A deleted Secret (or one that stops matching the selector) takes its keys away.
-- Health (``extauthz_key_source_up``) follows the sink's last call: an API failure is
-  reported with ``failed`` once per outage of a stream, a rejected Secret keeps the
+- A Secret named in the config that does not exist is reported to the store
+  (``sink.missing``): the service is not ready until it exists.
+- Health (``extauthz_key_source_up``) follows the sink's last call: an API outage is
+  reported with ``failed`` once (after a retry failed too), a rejected Secret keeps the
   source down until fixed, and recovery publishes the keys again, changed or not.
 """
 
@@ -46,13 +70,14 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import structlog
 import urllib3
@@ -65,6 +90,7 @@ from extauthz.errors import KeyMaterialError, KeySourceError
 from extauthz.keys.keyset import KeySink
 from extauthz.keys.material import Key, forget, parse_key_material
 from extauthz.keys.sources.backoff import Backoff
+from extauthz.keys.sources.net import keepalive_socket_options
 
 log = structlog.get_logger("extauthz.keys.kubernetes")
 
@@ -74,18 +100,60 @@ SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: entry names that always hold key material (a parse failure is an error, not "ignored")
 KEY_ENTRY_SUFFIXES = (".json", ".jwk", ".jwks", ".pem", ".key", ".crt", ".cer", ".pub")
 
-#: seconds a watch's read timeout exceeds the server-side timeout: the server may send
+#: seconds each watch asks the server to end it after (before jitter): short enough that
+#: a silent connection is replaced within a minute, long enough to cost nothing
+WATCH_TIMEOUT_SECONDS = 40
+
+#: seconds a watch's read timeout exceeds its server-side timeout: the server may send
 #: nothing at all until it closes the stream, so less would cut healthy watches
-WATCH_READ_MARGIN = 30.0
+WATCH_READ_MARGIN = 15.0
 
 #: a watch that delivered no change lasted at least this long to count as progress
 #: (bookmarks do not count: a proxy that cuts every watch at once may still pass them)
 HEALTHY_WATCH_SECONDS = 1.0
 
-#: one watch event larger than this is a protocol error (a Secret is at most 1 MiB)
+#: one watch event larger than this is a protocol error (an object is at most 1 MiB)
 MAX_EVENT_BYTES = 4 << 20
 
+#: ``Retry-After`` is honoured up to this many seconds
+MAX_RETRY_AFTER = 60.0
+
+#: objects per list page (``limit``); the API server's own default chunk size
+PAGE_SIZE = 500
+
+#: more names than this in one source: warn (one thread and connection per name)
+MANY_NAMES = 16
+
 _DNS_SUBDOMAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+Kind = Literal["secret", "configmap"]
+
+
+# ------------------------------------------------------------------ client configuration
+
+
+class _TokenFile:
+    """A ``refresh_api_key_hook`` that re-reads the service account token when its file
+    changes (a stat per request; the kubelet swaps the file through a symlink)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+
+    def __call__(self, configuration: k8s.Configuration) -> None:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp == self._stamp:
+                return
+            token = self.path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return  # keep the last token; the request tells if it still works
+        if token:
+            configuration.api_key["BearerToken"] = f"bearer {token}"
+            if self._stamp is not None:
+                log.info("kubernetes_token_reloaded", path=str(self.path))
+            self._stamp = stamp
 
 
 def load_client_configuration(
@@ -94,19 +162,24 @@ def load_client_configuration(
     """A fresh client Configuration: in-cluster when ``KUBERNETES_SERVICE_HOST`` is set,
     else ``$KUBECONFIG`` (or ``~/.kube/config``). Never touches the global default.
 
-    In-cluster, the service account token is re-read when it rotates (bound tokens
-    expire hourly). Raises :class:`KeySourceError` when no configuration is usable.
+    In-cluster, the service account token is re-read as soon as its file changes
+    (bound tokens are rotated by the kubelet). Raises :class:`KeySourceError` when no
+    configuration is usable.
     """
     env = os.environ if environ is None else environ
     configuration = k8s.Configuration()
     try:
         if env.get("KUBERNETES_SERVICE_HOST"):
+            token_file = serviceaccount_dir / "token"
             loader = k8s_config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
-                token_filename=str(serviceaccount_dir / "token"),
+                token_filename=str(token_file),
                 cert_filename=str(serviceaccount_dir / "ca.crt"),
                 environ=env,
             )
             loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+            hook = _TokenFile(token_file)
+            hook(configuration)
+            configuration.refresh_api_key_hook = hook  # type: ignore[assignment]
         else:
             config_file = env.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
             # persist_config=False: never write refreshed credentials back (read-only FS)
@@ -122,11 +195,12 @@ def new_api_client(configuration: k8s.Configuration, connections: int = 4) -> k8
     """An ApiClient for long-running watchers, from ``configuration`` (which it tunes).
 
     urllib3's own retries are turned off: they would retry a refused connection three
-    times at once, out of sight of the source's backoff. The pool keeps one connection
-    per stream.
+    times at once, out of sight of the watcher's backoff. The pool keeps one
+    connection per stream; every connection has TCP keepalive.
     """
     configuration.retries = 0
     configuration.connection_pool_maxsize = max(connections, 4)
+    configuration.socket_options = keepalive_socket_options()
     return k8s.ApiClient(configuration)
 
 
@@ -144,153 +218,214 @@ def pod_namespace(serviceaccount_dir: Path = SERVICEACCOUNT_DIR) -> str:
     return namespace
 
 
+# ----------------------------------------------------------------------- the watcher
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedObject:
+    """One version of a watched object, decoded.
+
+    ``data`` holds every entry as bytes: a Secret's ``data`` base64-decoded, a
+    ConfigMap's ``data`` UTF-8-encoded and its ``binaryData`` decoded. ``error`` is set
+    (and ``data`` empty) when the object could not be decoded.
+    """
+
+    name: str
+    resource_version: str
+    data: Mapping[str, bytes]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStatus:
+    """Where the watcher stands, given with every :meth:`WatchHandler.settled`."""
+
+    #: every stream has completed its first list ("initial list done")
+    listed: bool
+    #: names given to the watcher that do not exist now (always empty in label mode)
+    missing: tuple[str, ...]
+
+
+class WatchHandler(Protocol):
+    """What an :class:`ObjectWatcher` hands its changes to.
+
+    Calls for one stream come one at a time, in order, from that stream's thread;
+    calls for different streams (names mode) may run concurrently, so a handler
+    guards its own state. A call never overlaps with :meth:`ObjectWatcher.stop`
+    returning. Expensive work (parsing) belongs in :meth:`changed`, outside the
+    handler's lock; the handler's lock is for swapping its state.
+
+    Sequence: a list delivers ``changed`` for every object whose resourceVersion the
+    handler has not seen, ``deleted`` for every object it held that is gone, then one
+    ``settled``; each watch event delivers one ``changed`` or ``deleted`` and one
+    ``settled``. ``settled`` carries :class:`WatchStatus`: ``listed`` turns True once
+    every stream listed once, ``missing`` names the absent named objects.
+    """
+
+    def changed(self, obj: WatchedObject) -> None:
+        """A new object, or a new version of one (an object that starts matching)."""
+
+    def deleted(self, name: str) -> None:
+        """An object was deleted (or stopped matching the selector)."""
+
+    def settled(self, status: WatchStatus) -> None:
+        """A batch of changes is complete; act on them now (publish)."""
+
+    def api_failed(self, error: KeySourceError) -> None:
+        """The API failed for a stream and a retry failed too (once per outage)."""
+
+    def api_recovered(self) -> None:
+        """A stream that had failed talks to the API again."""
+
+
 class _Expired(Exception):
-    """The watched resourceVersion is gone (410): relist."""
+    """The watched resourceVersion is gone (410): relist at once."""
 
 
-class _Resync(KeySourceError):
-    """The server sent something we cannot follow: back off, then relist."""
+class _Relist(KeySourceError):
+    """The server cannot follow our resourceVersion (or sent nonsense): relist."""
+
+
+class _Throttled(KeySourceError):
+    """``429``/``503`` with ``Retry-After``: wait that long (bounded) first."""
+
+    def __init__(self, message: str, retry_after: float | None, relist: bool) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.relist = relist
 
 
 class _Stopped(Exception):
-    """The source is stopping."""
+    """The watcher is stopping."""
 
 
 @dataclass
-class _SecretState:
-    """What one Secret contributes: its last good keys, as of ``resource_version``."""
-
-    resource_version: str
-    keys: tuple[Key, ...]
-    key_entries: frozenset[str]  # entries that held keys in the last good version
-    rejected: bool = False  # the newest version was invalid; ``keys`` are older
-
-
-@dataclass
-class _Stream:
-    """One list+watch: a single Secret by name, or a label selector."""
+class Stream:
+    """One list+watch: a single object by name, or a label selector."""
 
     label: str
-    field_selector: str | None
+    name: str | None  # names mode: the one object; None in label mode
     label_selector: str | None
-    secrets: dict[str, _SecretState] = field(default_factory=dict)
+    objects: dict[str, str] = field(default_factory=dict)  # name -> resourceVersion
     listed: bool = False
-    failing: bool = False  # its last API request failed (reported to the sink once)
+    failing: bool = False  # reported to the handler as failed (until a request works)
+    errors: int = 0  # consecutive failed attempts (the first is only a retry)
+    failures: int = 0  # consecutive attempts without progress (drives the backoff)
     resource_version: str | None = None
     response: Any = None  # the open HTTP response, so stop() can cut it
     thread: threading.Thread | None = None
 
-
-@dataclass
-class _WatchResult:
-    changes: int = 0  # ADDED / MODIFIED / DELETED events taken in
-    started: float | None = None  # when the watch request was sent (None: never)
-
     @property
-    def progressed(self) -> bool:
-        """A watch that brought changes or stayed open: retrying at once cannot loop hot."""
-        if self.changes:
-            return True
-        return self.started is not None and time.monotonic() - self.started >= HEALTHY_WATCH_SECONDS
+    def field_selector(self) -> str | None:
+        return f"metadata.name={self.name}" if self.name else None
 
 
-class KubernetesSource:
-    """Watches Secrets in one namespace, by name or by label selector.
+class ObjectWatcher:
+    """A live copy of Secrets or ConfigMaps in one namespace, by name or label selector.
 
-    ``namespace=None`` means the pod's own namespace. ``api_client`` defaults to one
-    built from :func:`load_client_configuration` at :meth:`start`. Timeouts are in
-    seconds; ``read_timeout`` (of a watch) defaults to ``watch_timeout_seconds`` +
-    :data:`WATCH_READ_MARGIN` and must exceed ``watch_timeout_seconds``.
+    ``kind`` is ``"secret"`` or ``"configmap"``. ``namespace=None`` means the pod's own
+    namespace. ``api_client`` defaults to one built from
+    :func:`load_client_configuration` at :meth:`start`. Timeouts are in seconds; a
+    watch reads with ``read_timeout`` (default: its server-side timeout +
+    :data:`WATCH_READ_MARGIN`). ``clock`` (monotonic seconds) and ``rng`` (jitter)
+    are injectable: tests drive :meth:`step` directly, the threads just loop it.
     """
-
-    kind = "kubernetes"
 
     def __init__(
         self,
+        kind: Kind,
         namespace: str | None,
-        secrets: Sequence[str] = (),
+        names: Sequence[str] = (),
         label_selector: str | None = None,
         *,
         api_client: k8s.ApiClient | None = None,
-        watch_timeout_seconds: int = 300,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
         read_timeout: float | None = None,
         connect_timeout: float = 5.0,
         list_timeout: float = 30.0,
+        page_size: int = PAGE_SIZE,
         backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
         serviceaccount_dir: Path = SERVICEACCOUNT_DIR,
     ) -> None:
-        names = list(dict.fromkeys(secrets))
-        if bool(names) == bool(label_selector):
-            raise ValueError("give exactly one of secrets (names) or label_selector")
-        for name in names:
+        if kind not in ("secret", "configmap"):
+            raise ValueError(f"cannot watch {kind!r}")
+        unique = list(dict.fromkeys(names))
+        if bool(unique) == bool(label_selector):
+            raise ValueError("give exactly one of names or label_selector")
+        for name in unique:
             if not name or len(name) > 253 or not set(name) <= _DNS_SUBDOMAIN:
-                raise ValueError(f"invalid Secret name {name!r}")
+                raise ValueError(f"invalid {kind} name {name!r}")
         if watch_timeout_seconds < 1:
             raise ValueError("watch_timeout_seconds must be at least 1")
-        read = (
-            float(watch_timeout_seconds) + WATCH_READ_MARGIN
-            if read_timeout is None
-            else read_timeout
-        )
+        read = float(watch_timeout_seconds) + WATCH_READ_MARGIN
+        if read_timeout is not None:
+            read = read_timeout
         if read <= watch_timeout_seconds:
             raise ValueError("read_timeout must exceed watch_timeout_seconds")
         if connect_timeout <= 0 or list_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.kind: Kind = kind
         self.namespace = namespace or pod_namespace(serviceaccount_dir)
-        self.secrets = tuple(names)
+        self.names = tuple(unique)
         self.label_selector = label_selector
         self.watch_timeout_seconds = int(watch_timeout_seconds)
         self.read_timeout = read
         self.connect_timeout = connect_timeout
         self.list_timeout = list_timeout
+        self.page_size = page_size
         self.backoff = backoff or Backoff()
-        if names:
-            self.description = f"kubernetes {self.namespace}/{','.join(names)}"
-            self._streams = [
-                _Stream(
-                    label=f"name={name}",
-                    field_selector=f"metadata.name={name}",
-                    label_selector=None,
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        plural = "Secret" if kind == "secret" else "ConfigMap"
+        if unique:
+            self.description = f"kubernetes {self.namespace}/{','.join(unique)}"
+            self.streams = [Stream(f"name={n}", n, None) for n in unique]
+            if len(unique) > MANY_NAMES:
+                log.warning(
+                    "kubernetes_many_names",
+                    source=self.description,
+                    names=len(unique),
+                    detail=f"one watch connection and thread per {plural}; above "
+                    f"{MANY_NAMES} prefer a label_selector (one watch for any number)",
                 )
-                for name in names
-            ]
         else:
-            self.description = f"kubernetes {self.namespace} selector {label_selector}"
-            self._streams = [
-                _Stream(
-                    label=f"selector={label_selector}",
-                    field_selector=None,
-                    label_selector=label_selector,
-                )
-            ]
+            self.description = f"kubernetes {self.namespace} {plural}s {label_selector}"
+            self.streams = [Stream(f"selector={label_selector}", None, label_selector)]
         self._api_client = api_client
         self._own_client = api_client is None
         self._core: Any = None
-        self._sink: KeySink | None = None
+        self._handler: WatchHandler | None = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards streams' secrets, publishing, responses
-        self._published: tuple[tuple[str, str, str], ...] | None = None
-        self._down = False  # the sink's last word from us was ``failed``
+        self._lock = threading.Lock()  # guards responses and the status
         self._crashed = False
 
-    # -- KeySource -------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, sink: KeySink) -> None:
+    def bind(self, handler: WatchHandler) -> None:
+        """Attach ``handler`` and the API client without starting threads (tests step)."""
+        if self._api_client is None:
+            self._api_client = new_api_client(load_client_configuration(), len(self.streams) + 1)
+        self._core = k8s.CoreV1Api(self._api_client)
+        self._handler = handler
+
+    def start(self, handler: WatchHandler) -> None:
         """Start one thread per stream; returns at once.
 
         Raises :class:`KeySourceError` when no client configuration can be loaded (no
         in-cluster credentials and no kubeconfig): that is a deployment error, not an
         outage to wait out.
         """
-        if self._api_client is None:
-            self._api_client = new_api_client(load_client_configuration(), len(self._streams) + 1)
-        self._core = k8s.CoreV1Api(self._api_client)
-        self._sink = sink
-        for stream in self._streams:
+        self.bind(handler)
+        for stream in self.streams:
             stream.thread = threading.Thread(
                 target=self._run,
                 args=(stream,),
-                name=f"keys-k8s:{self.namespace}:{stream.label}",
+                name=f"k8s-{self.kind}:{self.namespace}:{stream.label}",
                 daemon=True,
             )
             stream.thread.start()
@@ -299,11 +434,11 @@ class KubernetesSource:
         """Stop every stream: interrupt backoff sleeps and cut open watches."""
         self._stop.set()
         with self._lock:
-            responses = [s.response for s in self._streams if s.response is not None]
+            responses = [s.response for s in self.streams if s.response is not None]
         for response in responses:
             _cut(response)
         deadline = time.monotonic() + timeout
-        for stream in self._streams:
+        for stream in self.streams:
             if stream.thread is not None:
                 stream.thread.join(max(0.0, deadline - time.monotonic()))
         if self._own_client and self._api_client is not None:
@@ -313,156 +448,217 @@ class KubernetesSource:
         """False if a stream thread died of an unexpected error."""
         return not self._crashed
 
-    # -- one stream ------------------------------------------------------------------
+    def status(self) -> WatchStatus:
+        """Every stream listed once?, and the named objects that do not exist now."""
+        with self._lock:
+            listed = all(s.listed for s in self.streams)
+            missing = tuple(
+                s.name for s in self.streams if s.name and s.listed and s.name not in s.objects
+            )
+        return WatchStatus(listed, missing)
 
-    def _run(self, stream: _Stream) -> None:
+    # -- one stream ----------------------------------------------------------------------
+
+    def _run(self, stream: Stream) -> None:
         try:
-            self._loop(stream)
+            while not self._stop.is_set():
+                delay = self.step(stream)
+                if delay > 0 and self._stop.wait(delay):
+                    return
         except _Stopped:
             pass
         except BaseException:
             self._crashed = True
-            log.exception("kubernetes_source_crashed", source=self.description, stream=stream.label)
+            log.exception("kubernetes_watch_crashed", source=self.description, stream=stream.label)
             raise
         finally:
             with self._lock:
                 stream.response = None
 
-    def _loop(self, stream: _Stream) -> None:
-        failures = 0  # consecutive attempts that made no progress
-        while not self._stop.is_set():
-            result = _WatchResult()
-            error: KeySourceError | None = None
-            expired = False
-            try:
-                if stream.resource_version is None:
-                    self._list(stream)
-                result.started = time.monotonic()
-                self._watch(stream, result)  # returns when the server ends the watch
-            except _Stopped:
-                return
-            except _Expired:
-                stream.resource_version = None  # relist
-                expired = True
-            except KeySourceError as exc:
-                if isinstance(exc, _Resync):
-                    stream.resource_version = None
-                error = exc
-            failures = 0 if result.progressed else failures + 1
-            if error is not None:
-                self._stream_failed(stream, error)
-            if failures == 0 or (expired and failures == 1):
-                # after progress, or at the first 410, go again at once: a retry that
-                # fails makes no progress, so the next one waits
-                if expired:
-                    log.info(
-                        "kubernetes_watch_expired", source=self.description, stream=stream.label
-                    )
-                continue
-            delay = self.backoff.delay(failures - 1)
-            log.warning(
-                "kubernetes_api_error" if error is not None else "kubernetes_watch_unproductive",
+    def step(self, stream: Stream) -> float:
+        """One attempt: list if needed, then watch until the server ends it.
+
+        Returns the seconds to wait before the next attempt (0: go again at once).
+        Raises ``_Stopped`` when the watcher stops meanwhile.
+        """
+        changes = 0
+        started: float | None = None
+        error: KeySourceError | None = None
+        expired = False
+        retry_after: float | None = None
+        try:
+            if stream.resource_version is None:
+                self._list(stream)
+            started = self.clock()
+            changes = self._watch(stream)  # returns when the server ends the watch
+        except _Expired:
+            stream.resource_version = None
+            expired = True
+        except KeySourceError as exc:
+            error = exc
+            if isinstance(exc, _Relist) or (isinstance(exc, _Throttled) and exc.relist):
+                stream.resource_version = None
+            if isinstance(exc, _Throttled) and exc.retry_after is not None:
+                retry_after = min(exc.retry_after, MAX_RETRY_AFTER)
+        progressed = bool(changes) or (
+            started is not None and self.clock() - started >= HEALTHY_WATCH_SECONDS
+        )
+        stream.failures = 0 if progressed else stream.failures + 1
+        if error is not None:
+            self._stream_error(stream, error)
+        else:
+            stream.errors = 0
+        if expired:
+            log.info("kubernetes_watch_expired", source=self.description, stream=stream.label)
+        if stream.failures == 0 or (expired and stream.failures == 1):
+            # after progress, or at the first 410, go again at once: a retry that
+            # fails makes no progress, so the next one waits
+            delay = 0.0
+        else:
+            delay = self.backoff.delay(stream.failures - 1, self.rng)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        if delay and error is None:
+            log.info(
+                "kubernetes_watch_unproductive",
                 source=self.description,
                 stream=stream.label,
-                error=str(error) if error is not None else ("expired" if expired else "ended"),
-                attempt=failures,
+                why="expired" if expired else "ended at once",
+                attempt=stream.failures,
                 retry_in=round(delay, 3),
             )
-            if self._stop.wait(delay):
-                return
+        elif error is not None:
+            (log.error if stream.errors > 1 else log.info)(
+                "kubernetes_api_error" if stream.errors > 1 else "kubernetes_api_retry",
+                source=self.description,
+                stream=stream.label,
+                error=str(error),
+                attempt=stream.errors,
+                retry_in=round(delay, 3),
+            )
+        return delay
 
-    def _request(self, stream: _Stream, watch: bool) -> Any:
+    def _stream_error(self, stream: Stream, error: KeySourceError) -> None:
+        stream.errors += 1
+        if stream.errors > 1 and not stream.failing:
+            stream.failing = True
+            if self._handler is not None:
+                self._handler.api_failed(error)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _call(self, **kwargs: Any) -> Any:
+        if self.kind == "secret":
+            return self._core.list_namespaced_secret(**kwargs)
+        return self._core.list_namespaced_config_map(**kwargs)
+
+    def _request(self, stream: Stream, watch: bool, page: str | None = None) -> Any:
         """Open a list or watch request; returns the streaming urllib3 response."""
         if self._stop.is_set():
             raise _Stopped
-        kwargs: dict[str, Any] = {
-            "namespace": self.namespace,
-            "_preload_content": False,
-        }
+        what = "watch" if watch else "list"
+        kwargs: dict[str, Any] = {"namespace": self.namespace, "_preload_content": False}
         if stream.field_selector:
             kwargs["field_selector"] = stream.field_selector
         if stream.label_selector:
             kwargs["label_selector"] = stream.label_selector
         if watch:
+            server_timeout = max(1, int(self.watch_timeout_seconds * self.rng.uniform(0.75, 1.0)))
             kwargs.update(
                 watch=True,
                 resource_version=stream.resource_version,
                 allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout_seconds,
+                timeout_seconds=server_timeout,
                 _request_timeout=(self.connect_timeout, self.read_timeout),
             )
         else:
+            kwargs["limit"] = self.page_size
+            if page:
+                kwargs["_continue"] = page
             kwargs["_request_timeout"] = (self.connect_timeout, self.list_timeout)
         try:
-            response = self._core.list_namespaced_secret(**kwargs)
+            response = self._call(**kwargs)
         except ApiException as exc:
             if self._stop.is_set():
                 raise _Stopped from exc
-            if exc.status == 410:
-                raise _Expired from exc
-            raise KeySourceError(
-                f"{'watch' if watch else 'list'} failed: HTTP {exc.status} {exc.reason}"
-            ) from exc
+            raise _api_error(what, exc, watch) from exc
         except _TRANSPORT_ERRORS as exc:
             if self._stop.is_set():
                 raise _Stopped from exc
-            raise KeySourceError(
-                f"{'watch' if watch else 'list'} failed: {type(exc).__name__}"
-            ) from exc
+            raise KeySourceError(f"{what} failed: {type(exc).__name__}") from exc
         with self._lock:
             if self._stop.is_set():
                 _close(response)
                 raise _Stopped
             stream.response = response
-            if stream.failing:  # the API answers again
-                stream.failing = False
-                log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
-                self._publish_locked()
+        if stream.failing:  # the API answers again
+            stream.failing = False
+            log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
+            if self._handler is not None:
+                self._handler.api_recovered()
         return response
 
-    def _done(self, stream: _Stream, response: Any) -> None:
+    def _done(self, stream: Stream, response: Any) -> None:
         with self._lock:
             stream.response = None
         _close(response)
 
-    def _list(self, stream: _Stream) -> None:
-        response = self._request(stream, watch=False)
+    def _list(self, stream: Stream) -> None:
+        raw_items: list[Any] = []
+        page: str | None = None
+        while True:
+            response = self._request(stream, watch=False, page=page)
+            try:
+                body = json.loads(response.read())
+                raw_items.extend(body["items"] or [])
+                meta = body["metadata"]
+                resource_version = str(meta["resourceVersion"])
+                page = meta.get("continue") or None
+            except _TRANSPORT_ERRORS as exc:
+                if self._stop.is_set():
+                    raise _Stopped from exc
+                raise KeySourceError(f"list failed: {type(exc).__name__}") from exc
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise KeySourceError(f"list answer is not a {self.kind} list") from exc
+            finally:
+                self._done(stream, response)
+            if page is None:
+                break
         try:
-            body = json.loads(response.read())
-            items = [_secret_fields(item) for item in body["items"] or []]
-            resource_version = str(body["metadata"]["resourceVersion"])
-        except _TRANSPORT_ERRORS as exc:
-            if self._stop.is_set():
-                raise _Stopped from exc
-            raise KeySourceError(f"list failed: {type(exc).__name__}") from exc
+            objects = [self._decode(item) for item in raw_items]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise KeySourceError("list answer is not a SecretList") from exc
-        finally:
-            self._done(stream, response)
+            raise KeySourceError(f"list answer holds a malformed {self.kind}") from exc
+        handler = self._require_handler()
+        present = set()
+        for obj in objects:
+            present.add(obj.name)
+            if stream.objects.get(obj.name) != obj.resource_version:
+                handler.changed(obj)
+                with self._lock:
+                    stream.objects[obj.name] = obj.resource_version
+        for name in set(stream.objects) - present:
+            handler.deleted(name)
+            with self._lock:
+                del stream.objects[name]
         with self._lock:
-            present = set()
-            for name, item_rv, data in items:
-                self._apply(stream, name, item_rv, data)
-                present.add(name)
-            for name in set(stream.secrets) - present:
-                self._remove(stream, name)
             stream.listed = True
-            stream.resource_version = resource_version
-            self._publish_locked()
+        stream.resource_version = resource_version
+        handler.settled(self.status())
         log.info(
             "kubernetes_listed",
             source=self.description,
             stream=stream.label,
-            secrets=len(items),
+            objects=len(objects),
             resource_version=resource_version,
         )
 
-    def _watch(self, stream: _Stream, result: _WatchResult) -> None:
+    def _watch(self, stream: Stream) -> int:
         response = self._request(stream, watch=True)
+        changes = 0
         try:
             for line in self._lines(response):
                 if self._event(stream, line):
-                    result.changes += 1
+                    changes += 1
         except _TRANSPORT_ERRORS as exc:
             if self._stop.is_set():
                 raise _Stopped from exc
@@ -471,6 +667,7 @@ class KubernetesSource:
             self._done(stream, response)
         if self._stop.is_set():
             raise _Stopped
+        return changes
 
     @staticmethod
     def _lines(response: Any) -> Iterator[bytes]:
@@ -483,185 +680,114 @@ class KubernetesSource:
                 if line.strip():
                     yield line
             if len(buffer) > MAX_EVENT_BYTES:
-                raise _Resync("watch event larger than allowed")
+                raise _Relist("watch event larger than allowed")
 
-    def _event(self, stream: _Stream, line: bytes) -> bool:
+    def _event(self, stream: Stream, line: bytes) -> bool:
         """Take in one watch event; True if it was a change (not a bookmark)."""
+        obj: WatchedObject | None = None
         try:
             event = json.loads(line)
             kind = event["type"]
-            obj = event["object"]
+            raw = event["object"]
             if kind == "ERROR":
-                code = obj.get("code")
-                reason = obj.get("reason", "")
+                code = raw.get("code")
+                message = str(raw.get("message", ""))[:200]
             elif kind in ("ADDED", "MODIFIED", "DELETED"):
-                name, resource_version, data = _secret_fields(obj)
+                obj = self._decode(raw)
+                resource_version = obj.resource_version
             else:
-                resource_version = str(obj["metadata"]["resourceVersion"])
+                resource_version = str(raw["metadata"]["resourceVersion"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _Resync("malformed watch event") from exc
+            raise _Relist("malformed watch event") from exc
         if kind == "ERROR":
             if code == 410:
                 raise _Expired
-            raise KeySourceError(f"watch ERROR event: {code} {reason}")
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            with self._lock:
-                if kind == "DELETED":
-                    self._remove(stream, name)
-                else:
-                    self._apply(stream, name, resource_version, data)
-                stream.resource_version = resource_version
-                self._publish_locked()
+            raise _Relist(f"watch ERROR event: {code} {message}")
+        if obj is not None:
+            handler = self._require_handler()
+            if kind == "DELETED":
+                handler.deleted(obj.name)
+                with self._lock:
+                    stream.objects.pop(obj.name, None)
+            else:
+                handler.changed(obj)
+                with self._lock:
+                    stream.objects[obj.name] = obj.resource_version
+            stream.resource_version = resource_version
+            handler.settled(self.status())
             return True
         if kind != "BOOKMARK":
             log.warning("kubernetes_unknown_event", source=self.description, type=kind)
         stream.resource_version = resource_version
         return False
 
-    # -- Secrets -> keys (under self._lock) ---------------------------------------------
+    def _require_handler(self) -> WatchHandler:
+        if self._handler is None:
+            raise RuntimeError("ObjectWatcher used before bind() or start()")
+        return self._handler
 
-    def _apply(
-        self, stream: _Stream, name: str, resource_version: str, data: Mapping[str, Any]
-    ) -> None:
-        """Take in one version of Secret ``name`` (``data`` still base64)."""
-        previous = stream.secrets.get(name)
-        if previous is not None and previous.resource_version == resource_version:
-            return  # a relist of what we hold already
-        origin_prefix = f"{self.namespace}/{name}"
-        keys: list[Key] = []
-        entries: set[str] = set()
-        errors: list[KeyMaterialError] = []
-        held = previous.key_entries if previous else frozenset()
-        for entry in sorted(data):
-            origin = f"{origin_prefix}[{entry}]"
-            try:
-                raw = base64.b64decode(data[entry], validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                errors.append(KeyMaterialError(f"{origin}: not valid base64"))
-                continue
-            if not _is_key_entry(entry, raw, entry in held):
-                log.info(
-                    "kubernetes_entry_ignored",
-                    secret=origin_prefix,
-                    entry=entry,
-                    reason="not key material",
-                )
-                continue
-            try:
-                found = parse_key_material(raw, origin)
-            except KeyMaterialError as exc:
-                errors.append(exc)
-                continue
-            except Exception:  # a parser bug on hostile data must not kill the watch
-                log.exception("kubernetes_entry_unparseable", secret=origin_prefix, entry=entry)
-                errors.append(KeyMaterialError(f"{origin}: unreadable key material"))
-                continue
-            keys.extend(found)
-            entries.add(entry)
-        if errors:
-            for error in errors:
-                self._failed(error)
-            kept = previous.keys if previous else ()
-            kept_entries = previous.key_entries if previous else frozenset()
-            stream.secrets[name] = _SecretState(resource_version, kept, kept_entries, rejected=True)
-            log.error(
-                "kubernetes_secret_rejected",
-                secret=origin_prefix,
-                resource_version=resource_version,
-                errors=len(errors),
-                kept_keys=len(kept),
+    def _decode(self, raw: Any) -> WatchedObject:
+        """A Secret or ConfigMap as a :class:`WatchedObject`; raises on a malformed one."""
+        meta = raw["metadata"]
+        name = meta["name"]
+        if not isinstance(name, str):
+            raise TypeError("not an object")
+        resource_version = str(meta["resourceVersion"])
+        labels = meta.get("labels") or {}
+        data = raw.get("data") or {}
+        binary = (raw.get("binaryData") or {}) if self.kind == "configmap" else {}
+        if not isinstance(data, dict) or not isinstance(binary, dict):
+            raise TypeError("not an object")
+        out: dict[str, bytes] = {}
+        try:
+            for entry, value in data.items():
+                if not isinstance(value, str):
+                    raise TypeError(entry)
+                if self.kind == "secret":
+                    out[entry] = base64.b64decode(value, validate=True)
+                else:
+                    out[entry] = value.encode("utf-8")
+            for entry, value in binary.items():
+                if not isinstance(value, str):
+                    raise TypeError(entry)
+                out[entry] = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError, UnicodeEncodeError) as exc:
+            return WatchedObject(
+                name, resource_version, {}, dict(labels), error=f"entry {exc}: not decodable"
             )
-        else:
-            stream.secrets[name] = _SecretState(resource_version, tuple(keys), frozenset(entries))
-            if not keys:
-                log.warning("kubernetes_secret_has_no_keys", secret=origin_prefix)
+        return WatchedObject(name, resource_version, out, dict(labels))
 
-    def _remove(self, stream: _Stream, name: str) -> None:
-        if stream.secrets.pop(name, None) is not None:
-            log.info("kubernetes_secret_removed", secret=f"{self.namespace}/{name}")
-            forget(f"{self.namespace}/{name}[")  # its parsed keys are freed too
 
-    # -- reporting to the sink (under self._lock) ----------------------------------------
-    #
-    # The store reads a source's health from its last call: ``publish`` is up, ``failed``
-    # is down. So: an API failure is reported once per outage of a stream; a publish made
-    # while something is still broken is followed by ``failed``; and once nothing is
-    # broken any more, the keys are published again even if unchanged, to say so.
+def _api_error(what: str, exc: ApiException, watch: bool) -> Exception:
+    """The exception for an API error answer to a list or watch request."""
+    status = exc.status or 0
+    if status == 410:
+        return _Expired()
+    message = f"{what} failed: HTTP {status} {exc.reason}"
+    if status in (429, 503):
+        retry_after = _retry_after(exc)
+        # a 503 on a watch is a server that cannot follow us now: relist, as client-go
+        return _Throttled(message, retry_after, relist=watch and status == 503)
+    if watch:
+        # any other error status of a watch (504 "Too large resource version" after an
+        # etcd restore, 500, 403 ...): the resourceVersion is not one to go on from
+        return _Relist(message)
+    return KeySourceError(message)
 
-    def _failed(self, error: BaseException) -> None:
-        self._down = True
-        if self._sink is not None:
-            self._sink.failed(error)
 
-    def _stream_failed(self, stream: _Stream, error: KeySourceError) -> None:
-        with self._lock:
-            if not stream.failing:
-                stream.failing = True
-                self._failed(error)
-
-    def _broken_locked(self) -> str | None:
-        """What is broken now (an API failure or a rejected Secret), if anything."""
-        failing = [s.label for s in self._streams if s.failing]
-        rejected = [
-            name for s in self._streams for name, state in s.secrets.items() if state.rejected
-        ]
-        if failing:
-            return f"API unreachable for {', '.join(failing)}"
-        if rejected:
-            return f"invalid Secret(s) {', '.join(sorted(rejected))}; last good keys kept"
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
         return None
-
-    def _publish_locked(self) -> None:
-        """Publish the union of every Secret's keys when it changed, or when the source
-        recovered (nothing is broken any more); only once every stream has listed."""
-        if self._sink is None or not all(s.listed for s in self._streams):
-            return
-        keys = [
-            key
-            for stream in self._streams
-            for name in sorted(stream.secrets)
-            for key in stream.secrets[name].keys
-        ]
-        broken = self._broken_locked()
-        if self._published is None and not keys and broken:
-            return  # nothing usable yet, only errors: stay not ready (fail closed)
-        signature = tuple((key.origin, key.thumbprint, key.kid) for key in keys)
-        recovered = self._down and broken is None
-        if signature == self._published and not recovered:
-            return
-        if not keys:
-            log.warning("kubernetes_no_keys", source=self.description)
-        self._published = signature
-        self._down = False
-        self._sink.publish(keys)
-        if broken is not None:
-            self._failed(KeySourceError(f"{self.description}: {broken}"))
+    text = str(value).strip()
+    if text.isascii() and text.isdigit() and len(text) <= 6:
+        return float(text)
+    return None
 
 
 #: what a broken, reset, timed-out or cut connection raises while a request runs
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
-
-
-def _secret_fields(obj: Any) -> tuple[str, str, Mapping[str, Any]]:
-    """(name, resourceVersion, data) of a Secret object; raises on a malformed one."""
-    meta = obj["metadata"]
-    name = meta["name"]
-    data = obj.get("data") or {}
-    if not isinstance(name, str) or not isinstance(data, dict):
-        raise TypeError("not a Secret")
-    return name, str(meta["resourceVersion"]), data
-
-
-def _is_key_entry(entry: str, raw: bytes, held_keys: bool) -> bool:
-    """Whether a Secret entry is meant to hold key material (so a parse error counts).
-
-    An entry with a key-like name, or content that looks like JSON or PEM, or one that
-    held keys before, must parse. Anything else (a README, a config value) is ignored.
-    """
-    if held_keys or entry.lower().endswith(KEY_ENTRY_SUFFIXES):
-        return True
-    head = raw.lstrip()[:16]
-    return head.startswith((b"{", b"-----BEGIN"))
 
 
 def _close(response: Any) -> None:
@@ -680,3 +806,236 @@ def _cut(response: Any) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+# ------------------------------------------------------------------------ the key source
+
+
+@dataclass
+class _SecretState:
+    """What one Secret contributes: its last good keys, as of ``resource_version``."""
+
+    resource_version: str
+    keys: tuple[Key, ...]
+    key_entries: frozenset[str]  # entries that held keys in the last good version
+    rejected: bool = False  # the newest version was invalid; ``keys`` are older
+
+
+@dataclass
+class _Parsed:
+    """A Secret version parsed outside the lock, to be applied under it."""
+
+    keys: list[Key]
+    entries: set[str]
+    errors: list[KeyMaterialError]
+
+
+class KubernetesSource:
+    """Keys from Secrets in one namespace, by name or by label selector.
+
+    A :class:`WatchHandler` over an :class:`ObjectWatcher` of Secrets; the arguments
+    after ``label_selector`` are the watcher's (see there).
+    """
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        namespace: str | None,
+        secrets: Sequence[str] = (),
+        label_selector: str | None = None,
+        **watcher_options: Any,
+    ) -> None:
+        try:
+            self.watcher = ObjectWatcher(
+                "secret", namespace, secrets, label_selector, **watcher_options
+            )
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("names or", "secrets (names) or")) from exc
+        self.namespace = self.watcher.namespace
+        self.secrets = self.watcher.names
+        self.label_selector = label_selector
+        self.description = self.watcher.description
+        self._sink: KeySink | None = None
+        self._lock = threading.Lock()  # guards the Secrets' states and publishing
+        self._secrets: dict[str, _SecretState] = {}
+        self._published: tuple[tuple[str, str, str], ...] | None = None
+        self._missing: tuple[str, ...] | None = None
+        self._down = False  # the sink's last word from us was ``failed``
+
+    # -- KeySource -------------------------------------------------------------------
+
+    def start(self, sink: KeySink) -> None:
+        """Start watching; returns at once (see :meth:`ObjectWatcher.start`)."""
+        self._sink = sink
+        self.watcher.start(self)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop every stream: interrupt backoff sleeps and cut open watches."""
+        self.watcher.stop(timeout)
+
+    def alive(self) -> bool:
+        """False if a stream thread died of an unexpected error."""
+        return self.watcher.alive()
+
+    # -- WatchHandler ----------------------------------------------------------------
+
+    def changed(self, obj: WatchedObject) -> None:
+        """Parse the new version (outside the lock), then apply it."""
+        with self._lock:
+            previous = self._secrets.get(obj.name)
+        if previous is not None and previous.resource_version == obj.resource_version:
+            return
+        parsed = self._parse(obj, previous.key_entries if previous else frozenset())
+        with self._lock:
+            self._apply(obj, parsed)
+
+    def deleted(self, name: str) -> None:
+        """A deleted Secret takes its keys away."""
+        with self._lock:
+            if self._secrets.pop(name, None) is not None:
+                log.info("kubernetes_secret_removed", secret=f"{self.namespace}/{name}")
+                forget(f"{self.namespace}/{name}[")  # its parsed keys are freed too
+
+    def settled(self, status: WatchStatus) -> None:
+        """Publish what changed; tell the store which named Secrets are missing."""
+        with self._lock:
+            if not status.listed:
+                return
+            if status.missing != self._missing and self._sink is not None:
+                self._missing = status.missing
+                if status.missing:
+                    log.warning(
+                        "kubernetes_secret_missing",
+                        source=self.description,
+                        missing=[f"{self.namespace}/{n}" for n in status.missing],
+                    )
+                report = getattr(self._sink, "missing", None)  # optional for plain sinks
+                if report is not None:
+                    report([f"Secret {self.namespace}/{n}" for n in status.missing])
+            self._publish_locked()
+
+    def api_failed(self, error: KeySourceError) -> None:
+        """Report the outage once; the last keys stay in force."""
+        with self._lock:
+            self._failed(error)
+
+    def api_recovered(self) -> None:
+        """Say "up" again (a publish, changed or not) once nothing else is broken."""
+        with self._lock:
+            if self.watcher.status().listed:
+                self._publish_locked()
+
+    # -- Secrets -> keys ---------------------------------------------------------------
+
+    def _parse(self, obj: WatchedObject, held: frozenset[str]) -> _Parsed:
+        origin_prefix = f"{self.namespace}/{obj.name}"
+        parsed = _Parsed([], set(), [])
+        if obj.error is not None:
+            parsed.errors.append(KeyMaterialError(f"{origin_prefix}: {obj.error}"))
+            return parsed
+        for entry in sorted(obj.data):
+            origin = f"{origin_prefix}[{entry}]"
+            raw = obj.data[entry]
+            if not _is_key_entry(entry, raw, entry in held):
+                log.info(
+                    "kubernetes_entry_ignored",
+                    secret=origin_prefix,
+                    entry=entry,
+                    reason="not key material",
+                )
+                continue
+            try:
+                found = parse_key_material(raw, origin)
+            except KeyMaterialError as exc:
+                parsed.errors.append(exc)
+                continue
+            except Exception:  # a parser bug on hostile data must not kill the watch
+                log.exception("kubernetes_entry_unparseable", secret=origin_prefix, entry=entry)
+                parsed.errors.append(KeyMaterialError(f"{origin}: unreadable key material"))
+                continue
+            parsed.keys.extend(found)
+            parsed.entries.add(entry)
+        return parsed
+
+    def _apply(self, obj: WatchedObject, parsed: _Parsed) -> None:
+        """Take in one parsed version of a Secret (under the lock)."""
+        name = obj.name
+        origin_prefix = f"{self.namespace}/{name}"
+        previous = self._secrets.get(name)
+        if parsed.errors:
+            for error in parsed.errors:
+                self._failed(error)
+            kept = previous.keys if previous else ()
+            kept_entries = previous.key_entries if previous else frozenset()
+            self._secrets[name] = _SecretState(
+                obj.resource_version, kept, kept_entries, rejected=True
+            )
+            log.error(
+                "kubernetes_secret_rejected",
+                secret=origin_prefix,
+                resource_version=obj.resource_version,
+                errors=len(parsed.errors),
+                kept_keys=len(kept),
+            )
+            return
+        self._secrets[name] = _SecretState(
+            obj.resource_version, tuple(parsed.keys), frozenset(parsed.entries)
+        )
+        if not parsed.keys:
+            log.warning("kubernetes_secret_has_no_keys", secret=origin_prefix)
+
+    # -- reporting to the sink (under self._lock) ----------------------------------------
+    #
+    # The store reads a source's health from its last call: ``publish`` is up, ``failed``
+    # is down. So: an API outage is reported once; a publish made while something is
+    # still broken is followed by ``failed``; and once nothing is broken any more, the
+    # keys are published again even if unchanged, to say so.
+
+    def _failed(self, error: BaseException) -> None:
+        self._down = True
+        if self._sink is not None:
+            self._sink.failed(error)
+
+    def _broken_locked(self) -> str | None:
+        """What is broken now (an API failure or a rejected Secret), if anything."""
+        rejected = [name for name, state in self._secrets.items() if state.rejected]
+        failing = [s.label for s in self.watcher.streams if s.failing]
+        if failing:
+            return f"API unreachable for {', '.join(failing)}"
+        if rejected:
+            return f"invalid Secret(s) {', '.join(sorted(rejected))}; last good keys kept"
+        return None
+
+    def _publish_locked(self) -> None:
+        """Publish the union of every Secret's keys when it changed, or when the source
+        recovered (nothing is broken any more)."""
+        if self._sink is None:
+            return
+        keys = [key for name in sorted(self._secrets) for key in self._secrets[name].keys]
+        broken = self._broken_locked()
+        if self._published is None and not keys and broken:
+            return  # nothing usable yet, only errors: stay not ready (fail closed)
+        signature = tuple((key.origin, key.thumbprint, key.kid) for key in keys)
+        recovered = self._down and broken is None
+        if signature == self._published and not recovered:
+            return
+        if not keys:
+            log.warning("kubernetes_no_keys", source=self.description)
+        self._published = signature
+        self._down = False
+        self._sink.publish(keys)
+        if broken is not None:
+            self._failed(KeySourceError(f"{self.description}: {broken}"))
+
+
+def _is_key_entry(entry: str, raw: bytes, held_keys: bool) -> bool:
+    """Whether a Secret entry is meant to hold key material (so a parse error counts).
+
+    An entry with a key-like name, or content that looks like JSON or PEM, or one that
+    held keys before, must parse. Anything else (a README, a config value) is ignored.
+    """
+    if held_keys or entry.lower().endswith(KEY_ENTRY_SUFFIXES):
+        return True
+    head = raw.lstrip()[:16]
+    return head.startswith((b"{", b"-----BEGIN"))
