@@ -4,7 +4,9 @@
   `additionalProperties: false`, or is an explicit map (`additionalProperties: {schema}`);
 - every key of values.yaml is in the schema and every schema property of an object that
   values.yaml spells out (a non-empty default outside lists) is in values.yaml, with
-  agreeing types;
+  agreeing types (under `config`, the service's own config file whose schema is
+  generated, values.yaml shows the keys worth changing, not all of them);
+- the `config` part is what `extauthz config schema` generates (tools/chart_schema.py);
 - every key of values.yaml carries a `# --` doc comment (cert-manager style), except the
   entries of example lists and of free-form maps (annotations, headers, resources);
 - values.yaml and the realistic value files validate against the schema.
@@ -13,12 +15,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from chart.helmtest import CHART, VALUES_DIR
+from chart.helmtest import CHART, REPO, VALUES_DIR
 
 SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
 VALUES_TEXT = (CHART / "values.yaml").read_text(encoding="utf-8")
@@ -26,6 +31,8 @@ VALUES: dict[str, Any] = yaml.safe_load(VALUES_TEXT)
 
 #: Helm's own namespace for parent charts' globals: its content is not ours to constrain
 HELM_GLOBAL = "global"
+#: the config file: its reference is `extauthz config schema`; values.yaml shows a subset
+CONFIG = "config"
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -106,10 +113,13 @@ def walk_schema(node: dict[str, Any], path: str, seen: set[int]) -> list[str]:
         extra = node.get("additionalProperties")
         if "properties" in node and extra is not False:
             problems.append(f"{path}: properties without additionalProperties: false")
-        if "properties" not in node and not isinstance(extra, dict):
+        is_map = isinstance(extra, dict) or ("patternProperties" in node and extra is False)
+        if "properties" not in node and not is_map:
             problems.append(f"{path}: object with neither properties nor a map value schema")
     for key, child in node.get("properties", {}).items():
         problems += walk_schema(child, f"{path}.{key}".lstrip("."), seen)
+    for pattern, child in node.get("patternProperties", {}).items():
+        problems += walk_schema(child, f"{path}.<{pattern}>", seen)
     if isinstance(node.get("additionalProperties"), dict):
         problems += walk_schema(node["additionalProperties"], f"{path}.*", seen)
     if isinstance(node.get("items"), dict):
@@ -133,17 +143,21 @@ def compare(value: Any, node: dict[str, Any], path: str, spelled_out: bool) -> l
     if isinstance(value, dict):
         properties = node.get("properties", {})
         extra = node.get("additionalProperties")
+        patterns = node.get("patternProperties", {})
         for key, child in value.items():
             child_path = f"{path}.{key}".lstrip(".")
+            matching = [schema for pattern, schema in patterns.items() if re.search(pattern, key)]
             if key in properties:
                 problems += compare(child, properties[key], child_path, spelled_out)
+            elif matching:
+                problems += compare(child, matching[0], child_path, spelled_out=False)
             elif isinstance(extra, dict):
                 problems += compare(child, extra, child_path, spelled_out=False)
             else:
                 problems.append(f"{child_path}: in values.yaml, not in values.schema.json")
         # an empty default ({}: "nothing set", e.g. affinity) documents its shape in the
         # schema only
-        if spelled_out and value and path != HELM_GLOBAL:
+        if spelled_out and value and path != HELM_GLOBAL and path.split(".")[0] != CONFIG:
             for key in properties:
                 if key not in value:
                     where = f"{path}.{key}".lstrip(".")
@@ -214,3 +228,16 @@ def _documented_keys() -> list[str]:
 def test_every_values_key_is_documented() -> None:
     """cert-manager style: a `# --` comment above every key."""
     assert _documented_keys() == []
+
+
+def test_config_schema_is_the_generated_one() -> None:
+    """values.schema.json's `config` is what `extauthz config schema` prints today
+    (`python tools/chart_schema.py` rewrites it after a config change)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "chart_schema.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -323,6 +323,16 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- if not $v.config.decryption.keys }}
 {{- fail "extauthz: config.decryption.keys: no decryption key source. List the Secrets holding the service's private keys, e.g. [{kubernetes: {secrets: [extauthz-decryption-keys]}}] (create one with `extauthz keygen --use enc --alg RSA-OAEP-256 --secret extauthz-decryption-keys | kubectl apply -f -`), or use a label_selector" }}
 {{- end }}
+{{- range $alg := ($v.config.decryption.key_algorithms | default list) }}
+{{- if has $alg (list "none" "RSA1_5") }}
+{{- fail (printf "extauthz: config.decryption.key_algorithms: %s is never accepted (RSA1_5 decryption is an oracle for attackers)" $alg) }}
+{{- end }}
+{{- end }}
+{{- range $i, $p := $v.config.providers }}
+{{- if has "none" ($p.algorithms | default list) }}
+{{- fail (printf "extauthz: config.providers[%d].algorithms: none is never accepted (an unsigned token proves nothing)" $i) }}
+{{- end }}
+{{- end }}
 {{- if not $v.config.providers }}
 {{- fail "extauthz: config.providers: at least one provider (token issuer) is required" }}
 {{- end }}

@@ -1,0 +1,190 @@
+"""Put the config file's JSON Schema into the chart's ``values.schema.json``.
+
+The chart's ``config`` value IS the extauthz config file (minus ``apiVersion`` and
+``listen``, which the chart writes from ``transport``, ``ports`` and ``tls``), so its
+schema is not written by hand: it is the one ``extauthz config schema`` prints, with
+these mechanical changes:
+
+- its ``$defs`` are renamed ``config<Name>`` (the chart schema has ``$defs`` of its own)
+  and unused ones dropped;
+- ``format: path`` is dropped (a path on the pod is not a path on the machine that runs
+  ``helm``; the chart checks ``ca_file`` against its mounts instead);
+- a map constrained by ``patternProperties`` refuses keys outside its patterns;
+- a key source that the config file writes as ``{kubernetes: {...}}`` gets that wrapper
+  when the generated schema describes only its inside.
+
+Usage::
+
+    python tools/chart_schema.py          # rewrite charts/extauthz/values.schema.json
+    python tools/chart_schema.py --check  # exit 1 when the committed file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUES_SCHEMA = ROOT / "charts" / "extauthz" / "values.schema.json"
+
+#: keys of the config file the chart sets itself
+CHART_OWNED = ("apiVersion", "listen")
+PREFIX = "config"
+DESCRIPTION = (
+    "The extauthz config file (generated from `extauthz config schema` by "
+    "tools/chart_schema.py); `apiVersion` and `listen` are set by the chart."
+)
+
+
+def generated_schema() -> dict[str, Any]:
+    """The JSON Schema the installed extauthz prints for its config file."""
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "config", "schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    schema: dict[str, Any] = json.loads(result.stdout)
+    return schema
+
+
+def _walk(node: Any, visit: Any) -> Any:
+    """Rebuild ``node`` bottom-up, applying ``visit`` to every object."""
+    if isinstance(node, dict):
+        return visit({key: _walk(value, visit) for key, value in node.items()})
+    if isinstance(node, list):
+        return [_walk(item, visit) for item in node]
+    return node
+
+
+def _renamed(ref: str) -> str:
+    name = ref.removeprefix("#/$defs/")
+    return f"#/$defs/{PREFIX}{name}"
+
+
+def _clean(node: dict[str, Any]) -> dict[str, Any]:
+    out = dict(node)
+    if "$ref" in out:
+        out["$ref"] = _renamed(out["$ref"])
+    if out.get("format") == "path":
+        del out["format"]
+    out.pop("title", None)
+    # a map whose keys must match a pattern: other keys are errors, not free-for-all
+    if "patternProperties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def _kubernetes_wrapper(defs: dict[str, Any]) -> None:
+    """Wrap references to the Kubernetes source in ``{kubernetes: ...}`` when needed."""
+    name = f"{PREFIX}KubernetesSourceConfig"
+    inner = defs.get(name)
+    if inner is None or "kubernetes" in inner.get("properties", {}):
+        return
+    wrapped = f"{name}Item"
+    defs[wrapped] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"kubernetes": {"$ref": f"#/$defs/{name}"}},
+        "required": ["kubernetes"],
+        "description": "A Kubernetes source: `{kubernetes: {...}}`.",
+    }
+
+    def visit(node: dict[str, Any]) -> dict[str, Any]:
+        for combinator in ("oneOf", "anyOf"):
+            if combinator in node:
+                node[combinator] = [
+                    {"$ref": f"#/$defs/{wrapped}"}
+                    if alt == {"$ref": f"#/$defs/{name}"}
+                    else alt
+                    for alt in node[combinator]
+                ]
+        return node
+
+    for key in list(defs):
+        if key != wrapped:
+            defs[key] = _walk(defs[key], visit)
+
+
+def _refs(node: Any) -> set[str]:
+    found: set[str] = set()
+
+    def visit(item: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in item:
+            found.add(item["$ref"].removeprefix("#/$defs/"))
+        return item
+
+    _walk(node, visit)
+    return found
+
+
+def merged(values_schema: dict[str, Any], config_schema: dict[str, Any]) -> dict[str, Any]:
+    """``values_schema`` with its ``config`` property (and the $defs it uses) replaced."""
+    out = copy.deepcopy(values_schema)
+    defs: dict[str, Any] = {
+        key: value for key, value in out.get("$defs", {}).items() if not key.startswith(PREFIX)
+    }
+    for name, definition in config_schema.get("$defs", {}).items():
+        defs[f"{PREFIX}{name}"] = _walk(definition, _clean)
+    _kubernetes_wrapper(defs)
+    properties = {
+        key: _walk(value, _clean)
+        for key, value in config_schema["properties"].items()
+        if key not in CHART_OWNED
+    }
+    config: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": DESCRIPTION,
+        "properties": properties,
+    }
+    required = [key for key in config_schema.get("required", []) if key not in CHART_OWNED]
+    if required:
+        config["required"] = required
+    out["properties"]["config"] = config
+    # keep only the $defs something still uses (the chart's own, or the config's)
+    used: set[str] = set()
+    todo = _refs(out["properties"])
+    while todo:
+        name = todo.pop()
+        if name in used or name not in defs:
+            continue
+        used.add(name)
+        todo |= _refs(defs[name])
+    out["$defs"] = {key: defs[key] for key in sorted(defs) if key in used}
+    return out
+
+
+def render() -> str:
+    """The values.schema.json text this tool writes."""
+    current = json.loads(VALUES_SCHEMA.read_text(encoding="utf-8"))
+    return json.dumps(merged(current, generated_schema()), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the chart schema, or with ``--check`` report whether it is up to date."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if VALUES_SCHEMA.read_text(encoding="utf-8") != text:
+            print(
+                f"{VALUES_SCHEMA.relative_to(ROOT)} is stale: run python tools/chart_schema.py",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    VALUES_SCHEMA.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
