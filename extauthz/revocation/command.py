@@ -231,14 +231,23 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(_Literal, _literal)
 
 
-def render_configmap(document: str, name: str, namespace: str | None,
-                     labels: dict[str, str] | None) -> str:  # fmt: skip
-    """A ConfigMap manifest holding ``document`` under :data:`DATA_KEY`."""
+def render_configmap(
+    document: str, name: str, namespace: str | None, labels: dict[str, str] | None,
+    resource_version: str | None = None,
+) -> str:  # fmt: skip
+    """A ConfigMap manifest holding ``document`` under :data:`DATA_KEY`.
+
+    ``resource_version`` (of the ConfigMap the list was read from) makes the apply
+    conditional: if someone changed the list in between, the API server answers
+    409 Conflict instead of silently dropping their entry.
+    """
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
     if labels:
         metadata["labels"] = dict(labels)
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
     manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -274,7 +283,10 @@ def run(args: argparse.Namespace, now: float | None = None) -> str:
         isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
     ):
         raise CommandError(f"{args.source}: metadata.labels is not a map of strings")
-    return render_configmap(document, str(name), namespace, labels)
+    version = (meta or {}).get("resourceVersion") if (meta or {}).get("name") == name else None
+    return render_configmap(
+        document, str(name), namespace, labels, str(version) if version else None
+    )
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:

@@ -140,6 +140,7 @@ def test_wraps_a_configmap_and_keeps_its_name_namespace_and_labels(
         "name": "revoked-2",
         "namespace": "auth",
         "labels": {"extauthz/revocation": "true"},
+        "resourceVersion": "1234",  # the apply fails if the list changed in between
     }
     assert list(printed["data"]) == ["revoked.json"]
     assert [e["jti"] for e in listed(printed["data"]["revoked.json"])] == ["a", "b", "c"]
