@@ -257,11 +257,17 @@ class App:
         if self.revocation is not None:
             self.revocation.start()
         self.server.start()
+        if self.http_authz is not None:
+            self.http_authz.start()
         if self.http is not None:
             self.http.start()
+        self.liveness.start()
         threading.Thread(target=self._await_ready, name="readiness", daemon=True).start()
-        log.info("listening", grpc=self.config.listen.grpc, grpc_port=self.grpc_port,
-                 http=self.config.listen.http, tls=self.config.listen.tls is not None)  # fmt: skip
+        listen = self.config.listen
+        log.info("listening", grpc=listen.grpc, grpc_port=self.grpc_port,
+                 http_authz=listen.http_authz,
+                 http_authz_port=self.http_authz.port if self.http_authz else None,
+                 http=listen.http, tls=listen.tls is not None)  # fmt: skip
 
     def _await_ready(self) -> None:
         waited = 0.0
@@ -306,6 +312,7 @@ class App:
     def stop_background(self) -> None:
         """Stop sources and the HTTP endpoints."""
         self._stopping.set()
+        self.liveness.stop()
         self.sources.stop()
         if self.revocation is not None:
             self.revocation.stop()

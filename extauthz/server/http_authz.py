@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import structlog
@@ -163,6 +163,7 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.lines = 0
         self.head_bytes = 0
+        self.header_size = 0
         self.body_bytes = 0
         self.in_headers = False
         self.in_message = False
@@ -175,11 +176,10 @@ class _Connection(asyncio.Protocol):
     # -- asyncio ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.deadline = self.loop.time() + self.server.idle_timeout
         self.server.connections.add(self)
-        sock = transport.get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -218,7 +218,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers = {}
         self.lines = 0
-        self.head_bytes = 0
+        self.header_size = 0
         self.body_bytes = 0
         self.deadline = self.loop.time() + self.server.header_timeout
 
@@ -231,6 +231,7 @@ class _Connection(asyncio.Protocol):
         self.lines += 1
         if self.lines > MAX_HEADER_LINES:
             raise _Reject(431)
+        self.header_size += len(name) + len(value)
         key = name.decode("latin-1").lower()
         text = value.decode("utf-8", "replace")
         previous = self.headers.get(key)
@@ -240,6 +241,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
+        length = self.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            raise _Reject(413 if length.isdigit() else 400)
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -248,9 +252,10 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.head_bytes = 0  # bytes read since the end of a request bound the next head
         start = time.perf_counter()
         method = self.parser.get_method().decode("latin-1")
-        size = self.head_bytes
+        size = self.header_size + len(self.url)
         request, ours = to_input(
             method, self.url.decode("utf-8", "replace"), self.headers,
             size, self.server.path_prefix,
@@ -463,6 +468,7 @@ class HttpAuthzServer:
             self._started.set()
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+            self._sock.close()
 
     async def _serve(self) -> None:
         self._server = await self.loop.create_server(
@@ -522,7 +528,11 @@ class HttpAuthzServer:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
-        self.connections.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+        # let the aborted transports run their close callbacks before the loop stops
+        for _ in range(3):
+            await asyncio.sleep(0)
 
 
 def _listen(address: str, reuse_port: bool) -> socket.socket:
