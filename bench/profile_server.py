@@ -35,21 +35,20 @@ import loadgen
 
 #: cost centres: (name, regex on a "function (file:line)" frame); first match wins
 CENTRES: list[tuple[str, str]] = [
-    (
-        "decision log (structlog)",
-        r"structlog|orjson|extauthz/logging\.py|_log \(extauthz/server|extauthz/server/decisions",
-    ),
+    ("decision log (structlog)", r"structlog|orjson|extauthz/logging\.py|DecisionLog"),
     ("metrics (prometheus_client)", r"prometheus_client|extauthz/metrics\.py"),
+    ("answer rendering (CheckResponse / HTTP bytes, memoized per decision)",
+     r"AnswerMemo|to_response \(extauthz|render \(extauthz"),
     ("JWE decrypt (joserfc/cryptography)", r"joserfc/(_rfc7516|jwe)|decrypt"),
     ("JWS verify (joserfc/cryptography)", r"joserfc/(_rfc7515|jws|jwt)|verify"),
     ("protobuf parse (CheckRequest)", r"FromString|ParseFromString"),
-    ("CheckRequest -> CheckInput", r"to_input \(extauthz"),
+    ("request -> CheckInput (to_input)", r"to_input \(extauthz"),
     ("pipeline (evaluate, cache, policy)", r"extauthz/pipeline"),
-    ("HTTP edge (request -> CheckInput, Decision -> answer)", r"extauthz/server/http_authz"),
+    ("HTTP edge (parse with httptools, write the answer)", r"extauthz/server/http_authz"),
     ("gRPC server machinery (grpc/_server.py, futures)", r"grpc/_server|concurrent/futures"),
     ("event loop (asyncio, uvloop)", r"asyncio/|uvloop"),
     ("threading", r"threading\.py"),
-]
+]  # fmt: skip
 
 
 def ensure_py_spy() -> str:
@@ -211,7 +210,7 @@ def inprocess(args: argparse.Namespace, workload: str) -> dict[str, Any]:
             raw = work / "profile.txt"
             subprocess.run([spy, "record", "--pid", str(proc.pid), "--duration",
                             str(int(args.seconds)), "--rate", str(args.rate), "--format", "raw",
-                            "--output", str(raw), "--nonblocking"], check=True,
+                            "--output", str(raw), "--nonblocking", "--gil"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             words = proc.stdout.readline().split()  # "checks N cpu_us X"
             checks, cpu_us = int(words[1]), float(words[3])
