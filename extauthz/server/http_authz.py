@@ -310,7 +310,8 @@ class _Connection(asyncio.Protocol):
         close = not item.keep_alive or server.draining or self.closing
         head = answer.head + (b"connection: close\r\n\r\n" if close else b"\r\n")
         transport = self.transport
-        assert transport is not None
+        if transport is None:  # the client left while we decided
+            return
         transport.write(head if item.head else head + answer.body)
         server.decisions.record(
             item.request, decision, fingerprint, time.perf_counter() - item.start
