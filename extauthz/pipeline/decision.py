@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from extauthz.config import Config, ProviderConfig
@@ -42,9 +42,6 @@ class Decision:
     detail: str = ""
     #: claim headers whose value was dropped (size, control characters)
     dropped: tuple[str, ...] = ()
-    #: the serialized CheckResponse, memoized by the edge (a Decision is reused for
-    #: repeated requests with the same cached token and rule)
-    wire: list[bytes] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def metadata(self) -> dict[str, str]:
