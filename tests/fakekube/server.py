@@ -1,13 +1,19 @@
-"""A fake Kubernetes API server for core/v1 Secrets, over real HTTP/1.1 on loopback.
+"""A fake Kubernetes API server for core/v1 Secrets and ConfigMaps, over real HTTP/1.1
+(or HTTPS) on loopback.
 
 It is driven by real clients (the ``kubernetes`` Python client, ``kubectl``), so it
 speaks the wire protocol they expect:
 
 - discovery: ``/api``, ``/apis``, ``/api/v1``, ``/version``;
-- ``/api/v1/namespaces/{ns}/secrets``: GET list / ``?watch=true``, POST create;
-  ``/api/v1/secrets``: cluster-wide list / watch (so tests can prove nobody uses it);
-- ``/api/v1/namespaces/{ns}/secrets/{name}``: GET, PUT, PATCH (merge, strategic
-  merge as merge, JSON patch), DELETE (with ``preconditions.resourceVersion``);
+- ``/api/v1/namespaces/{ns}/{secrets,configmaps}``: GET list / ``?watch=true``, POST
+  create; ``/api/v1/{secrets,configmaps}``: cluster-wide list / watch (so tests can
+  prove nobody uses it);
+- ``/api/v1/namespaces/{ns}/{secrets,configmaps}/{name}``: GET, PUT, PATCH (merge,
+  strategic merge as merge, JSON patch), DELETE (with ``preconditions.resourceVersion``);
+- lists page with ``limit``/``continue`` (a ``continue`` token whose resourceVersion
+  was compacted away is ``410``); a list or watch from a resourceVersion *ahead* of
+  the store (after :meth:`SecretStore.restore`, an etcd restore) is ``504``
+  "Too large resource version", as kube-apiserver answers;
 - watches stream one JSON event per chunk (``Transfer-Encoding: chunked``) from the
   requested resourceVersion, replaying history; ``allowWatchBookmarks`` adds
   ``BOOKMARK`` events (every ``bookmark_interval`` seconds and right before a
@@ -16,15 +22,23 @@ speaks the wire protocol they expect:
   as an ``ERROR`` event in a 200 stream (what kube-apiserver's watch cache does,
   ``expired_as="event"``) or as an HTTP 410 (``expired_as="status"``);
 - ``Accept: ...;as=Table`` gets a ``meta.k8s.io/v1 Table`` (what ``kubectl get``
-  prints from).
+  prints from);
+- ``tls=(cert, key)`` serves HTTPS; ``tokens`` (bearer token -> user) turns on
+  authentication (``401`` otherwise; :meth:`FakeKube.add_token` /
+  :meth:`FakeKube.revoke_token` model a rotated service account token); ``roles``
+  (user -> :class:`Rule` list) is RBAC: ``403`` outside the Role, ``resourceNames``
+  honoured for list and watch only with a ``metadata.name`` field selector.
 
 Fault hooks, settable from tests while clients are connected: :meth:`FakeKube.close_watches`,
 :meth:`FakeKube.abort_watches` (cut mid-chunk), :meth:`FakeKube.error_watches`
 (``ERROR`` event), :meth:`FakeKube.stall_watches` (no bytes, connection kept open),
-:meth:`FakeKube.fail_requests` (the next N matching requests get a ``Status`` error),
-:meth:`FakeKube.outage` (``"refuse"``: stop listening; ``"drop"``: read each request,
-log it, close without answering), :meth:`FakeKube.recover`, :meth:`FakeKube.restart`
-(same port), :meth:`SecretStore.compact` on :attr:`FakeKube.store`, and the attributes
+:meth:`FakeKube.fail_requests` (the next N matching requests get a ``Status`` error,
+optionally with ``Retry-After``), :meth:`FakeKube.outage` (``"refuse"``: stop listening;
+``"drop"``: read each request, log it, close without answering; ``"hang"``: a silent
+peer, nothing answered and nothing closed), :meth:`FakeKube.recover`,
+:meth:`FakeKube.restart` (same port; ``lose_history=True``: the watch cache starts
+empty, so old resourceVersions are ``410``), :meth:`SecretStore.compact` and
+:meth:`SecretStore.restore` on :attr:`FakeKube.store`, and the attributes
 ``expired_as``, ``watch_cap`` (end every watch after N seconds, like a proxy) and
 ``split_events`` (each event cut across two chunks, like a re-chunking proxy).
 
@@ -32,14 +46,21 @@ log it, close without answering), :meth:`FakeKube.recover`, :meth:`FakeKube.rest
 to choose server-side field validation, and ``fieldValidation=Strict`` rejects unknown
 fields, so plain ``kubectl apply`` / ``patch`` / ``delete`` work as against a cluster.
 
-Every request is recorded in :attr:`FakeKube.requests` (method, path, query, status).
+Every request is recorded in :attr:`FakeKube.requests` (method, path, query, status,
+user).
+
+Not modelled: a ``continue`` list is served from the current state after the token's
+position (a real server serves the snapshot of the first page); writes between pages
+are then seen early, never missed.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -50,7 +71,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fakekube.selectors import SelectorError, field_selector, label_selector
-from fakekube.store import ApiError, Event, SecretStore, status_object
+from fakekube.store import RESOURCES, ApiError, Event, SecretStore, status_object
 
 VERSION = {
     "major": "1",
@@ -77,6 +98,7 @@ SECRETS_RESOURCE = {
 #: its ``fieldValidation`` parameter, so ``kubectl apply`` relies on server-side field
 #: validation (``fieldValidation=Strict``) instead of downloading a full schema.
 _GVK = {"group": "", "version": "v1", "kind": "Secret"}
+_GVK_CM = {"group": "", "version": "v1", "kind": "ConfigMap"}
 _QUERY = [
     {"name": n, "in": "query", "schema": {"type": "string"}}
     for n in ("dryRun", "fieldManager", "fieldValidation", "pretty")
@@ -94,6 +116,21 @@ OPENAPI_V1: dict[str, Any] = {
         },
         "/api/v1/namespaces/{namespace}/secrets/{name}": {
             verb: {"x-kubernetes-group-version-kind": _GVK, "parameters": _QUERY, "responses": {}}
+            for verb in ("put", "patch")
+        },
+        "/api/v1/namespaces/{namespace}/configmaps": {
+            "post": {
+                "x-kubernetes-group-version-kind": _GVK_CM,
+                "parameters": _QUERY,
+                "responses": {},
+            },
+        },
+        "/api/v1/namespaces/{namespace}/configmaps/{name}": {
+            verb: {
+                "x-kubernetes-group-version-kind": _GVK_CM,
+                "parameters": _QUERY,
+                "responses": {},
+            }
             for verb in ("put", "patch")
         },
     },
@@ -114,11 +151,36 @@ OPENAPI_V1: dict[str, Any] = {
                     "immutable": {"type": "boolean"},
                     "type": {"type": "string"},
                 },
-            }
+            },
+            "io.k8s.api.core.v1.ConfigMap": {
+                "type": "object",
+                "x-kubernetes-group-version-kind": [_GVK_CM],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "data": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "binaryData": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "format": "byte"},
+                    },
+                    "immutable": {"type": "boolean"},
+                },
+            },
         }
     },
 }
 _OPENAPI_HASH = "fakekube1"
+
+CONFIGMAPS_RESOURCE = {
+    "name": "configmaps",
+    "singularName": "configmap",
+    "namespaced": True,
+    "kind": "ConfigMap",
+    "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+    "shortNames": ["cm"],
+    "storageVersionHash": "qFsyl6wFWjQ=",
+}
 
 NAMESPACES_RESOURCE = {
     "name": "namespaces",
@@ -139,7 +201,8 @@ class Request:
     query: dict[str, str]
     at: float  # time.monotonic() at arrival
     status: int = 0  # HTTP status answered (0: none, e.g. dropped)
-    note: str = ""  # e.g. "expired-event", "dropped", "injected"
+    note: str = ""  # e.g. "expired-event", "dropped", "injected", "hung", "forbidden"
+    user: str = ""  # who the bearer token says (empty: no authentication configured)
 
     @property
     def is_watch(self) -> bool:
@@ -147,7 +210,38 @@ class Request:
 
     @property
     def is_list(self) -> bool:
-        return self.method == "GET" and not self.is_watch and self.path.endswith("/secrets")
+        return (
+            self.method == "GET"
+            and not self.is_watch
+            and self.path.endswith(("/secrets", "/configmaps"))
+        )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of an RBAC Role: ``verbs`` on ``resources``, optionally only the objects
+    named in ``resource_names`` (which, as on a real server, authorizes list and watch
+    only when they carry ``fieldSelector=metadata.name=<that name>``)."""
+
+    verbs: frozenset[str]
+    resources: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, verbs: str, resources: str, names: str = "") -> Rule:
+        """``Rule.of("get,list,watch", "secrets", "a,b")``."""
+
+        def split(text: str) -> frozenset[str]:
+            return frozenset(p for p in text.split(",") if p)
+
+        return cls(split(verbs), split(resources), split(names))
+
+    def allows(self, verb: str, resource: str, name: str) -> bool:
+        if verb not in self.verbs and "*" not in self.verbs:
+            return False
+        if resource not in self.resources and "*" not in self.resources:
+            return False
+        return not self.resource_names or name in self.resource_names
 
 
 @dataclass
@@ -155,6 +249,7 @@ class _Fault:
     count: int
     code: int
     predicate: Callable[[Request], bool]
+    retry_after: int | None = None
 
 
 @dataclass
@@ -174,6 +269,7 @@ class _State:
     watches: list[_WatchControl] = field(default_factory=list)
     stalled: bool = False
     dropping: bool = False
+    hanging: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -182,6 +278,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
     fake: FakeKube
+    tls_context: ssl.SSLContext | None = None
 
 
 class FakeKube:
@@ -195,8 +292,17 @@ class FakeKube:
         default_watch_timeout: float = 1800.0,
         expired_as: Literal["event", "status"] = "event",
         port: int = 0,
+        tls: tuple[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
+        """``tls=(cert_file, key_file)`` serves HTTPS. ``tokens`` (bearer token -> user
+        name) turns authentication on: any other token is ``401``. :attr:`roles` (user
+        -> rules) restricts a user to its Role; a user without an entry may do anything
+        (an administrator, e.g. the test's kubectl)."""
         self.store = SecretStore(history=history)
+        self.tls = tls
+        self.tokens: dict[str, str] | None = dict(tokens) if tokens is not None else None
+        self.roles: dict[str, list[Rule]] = {}
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.expired_as = expired_as
@@ -221,7 +327,8 @@ class FakeKube:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     @property
     def listening(self) -> bool:
@@ -233,6 +340,10 @@ class FakeKube:
             return self
         server = _Server(("127.0.0.1", self._port), _Handler)
         server.fake = self
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.tls_context = context
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -262,9 +373,14 @@ class FakeKube:
         for conn in connections:
             _hard_close(conn)
 
-    def restart(self, down_for: float = 0.0) -> None:
-        """Stop, stay down ``down_for`` seconds, listen again on the same port."""
+    def restart(self, down_for: float = 0.0, *, lose_history: bool = False) -> None:
+        """Stop, stay down ``down_for`` seconds, listen again on the same port.
+
+        ``lose_history``: the restarted server (its watch cache) keeps no event from
+        before, so a watch from an older resourceVersion is ``410 Gone``."""
         self.stop()
+        if lose_history:
+            self.store.compact()
         if down_for:
             time.sleep(down_for)
         self.start()
@@ -277,12 +393,21 @@ class FakeKube:
 
     # -- fault hooks -----------------------------------------------------------------
 
-    def outage(self, mode: Literal["refuse", "drop"] = "refuse") -> None:
+    def outage(self, mode: Literal["refuse", "drop", "hang"] = "refuse") -> None:
         """Make the API unreachable: ``refuse`` stops listening (connection refused);
         ``drop`` accepts, logs each request (note ``dropped``) and closes it unanswered,
-        so tests can count what an outage costs. Open connections are cut either way."""
+        so tests can count what an outage costs. Open connections are cut either way.
+        ``hang`` is the silent peer: open watches stop sending, and every new request is
+        read, logged (note ``hung``) and never answered, the connection held open (no
+        FIN, no RST) until :meth:`recover`."""
         if mode == "refuse":
             self.stop()
+            return
+        if mode == "hang":
+            with self.store.changed:
+                self._state.hanging = True
+                self._state.stalled = True
+                self.store.changed.notify_all()
             return
         with self.store.changed:
             self._state.dropping = True
@@ -295,17 +420,43 @@ class FakeKube:
             _hard_close(conn)
 
     def recover(self) -> None:
-        """End an :meth:`outage`."""
+        """End an :meth:`outage` (held connections of ``hang`` are then closed)."""
         with self.store.changed:
             self._state.dropping = False
+            if self._state.hanging:
+                self._state.hanging = False
+                self._state.stalled = False
+            self.store.changed.notify_all()
         self.start()
 
     def fail_requests(
-        self, count: int, code: int = 500, predicate: Callable[[Request], bool] | None = None
+        self,
+        count: int,
+        code: int = 500,
+        predicate: Callable[[Request], bool] | None = None,
+        *,
+        retry_after: int | None = None,
     ) -> None:
-        """Answer the next ``count`` requests matching ``predicate`` with a ``code`` Status."""
+        """Answer the next ``count`` requests matching ``predicate`` with a ``code`` Status
+        (with a ``Retry-After`` header and ``details.retryAfterSeconds`` when given, as
+        the API server's priority and fairness does with ``429``)."""
         with self._lock:
-            self._state.faults.append(_Fault(count, code, predicate or (lambda r: True)))
+            self._state.faults.append(
+                _Fault(count, code, predicate or (lambda r: True), retry_after)
+            )
+
+    def add_token(self, token: str, user: str) -> None:
+        """Accept bearer ``token`` as ``user`` (turns authentication on)."""
+        with self._lock:
+            if self.tokens is None:
+                self.tokens = {}
+            self.tokens[token] = user
+
+    def revoke_token(self, token: str) -> None:
+        """Stop accepting ``token`` (an expired bound service account token)."""
+        with self._lock:
+            if self.tokens is not None:
+                self.tokens.pop(token, None)
 
     def _signal(self, command: str, code: int = 410) -> int:
         with self.store.changed:
@@ -401,6 +552,11 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing --------------------------------------------------------------------
 
     def setup(self) -> None:
+        context = self.server.tls_context
+        if context is not None:
+            self.request.settimeout(5)  # a client that never finishes the handshake
+            self.request = context.wrap_socket(self.request, server_side=True)
+            self.request.settimeout(None)
         super().setup()
         with self.server.fake._lock:
             self.server.fake._connections.add(self.connection)
@@ -431,13 +587,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _send_json(
-        self, code: int, body: Mapping[str, Any], request: Request | None = None
+        self,
+        code: int,
+        body: Mapping[str, Any],
+        request: Request | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         payload = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Audit-Id", "fakekube")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
         if request is not None:
@@ -466,21 +628,36 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fake._record(request)
         with fake.store.changed:
             dropping = fake._state.dropping
+            hanging = fake._state.hanging
         if dropping:
             request.note = "dropped"
             self.close_connection = True
             _hard_close(self.connection)
             return
+        if hanging:
+            self._hang(request)
+            return
+        if not self._authenticate(request):
+            return
         if fault is not None:
             request.note = "injected"
             if method != "GET":
                 self._body()  # keep the connection usable for the next request
+            details: dict[str, Any] = {}
+            headers: dict[str, str] = {}
+            if fault.retry_after is not None:
+                details["retryAfterSeconds"] = fault.retry_after
+                headers["Retry-After"] = str(fault.retry_after)
             self._send_json(
                 fault.code,
                 status_object(
-                    fault.code, _REASONS.get(fault.code, "InternalError"), "injected fault"
+                    fault.code,
+                    _REASONS.get(fault.code, "InternalError"),
+                    "injected fault",
+                    details,
                 ),
                 request,
+                headers,
             )
             return
         try:
@@ -489,6 +666,60 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(error, request)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, OSError):
             self.close_connection = True
+
+    def _hang(self, request: Request) -> None:
+        """A silent peer: the request was read; nothing is ever sent back."""
+        fake = self.server.fake
+        request.note = "hung"
+        with fake.store.changed:
+            while fake._state.hanging and fake.listening:
+                fake.store.changed.wait(0.05)
+        self.close_connection = True
+        _hard_close(self.connection)
+
+    def _authenticate(self, request: Request) -> bool:
+        """Bearer token authentication when the fake has tokens; 401 otherwise."""
+        fake = self.server.fake
+        with fake._lock:
+            tokens = None if fake.tokens is None else dict(fake.tokens)
+        if tokens is None:
+            return True
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        user = tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            request.note = "unauthorized"
+            if request.method != "GET":
+                self._body()
+            self._send_json(401, status_object(401, "Unauthorized", "Unauthorized"), request)
+            return False
+        request.user = user
+        return True
+
+    def _authorize(
+        self, request: Request, verb: str, resource: str, namespace: str, name: str
+    ) -> None:
+        """RBAC: a user with a Role may only do what one of its rules allows. For list
+        and watch, ``resourceNames`` match only the name of a ``metadata.name`` field
+        selector, as on a real API server."""
+        rules = self.server.fake.roles.get(request.user)
+        if rules is None:
+            return
+        if verb in ("list", "watch"):
+            selector = request.query.get("fieldSelector", "")
+            key, eq, value = selector.partition("=")
+            name = value.lstrip("=") if key == "metadata.name" and eq else ""
+        if any(rule.allows(verb, resource, name) for rule in rules):
+            return
+        request.note = "forbidden"
+        target = f'{resource} "{name}"' if name and verb not in ("list", "watch") else resource
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{target} is forbidden: User "{request.user}" cannot {verb} resource '
+            f'"{resource}" in API group ""{where}',
+            {"name": name, "kind": resource} if name else {"kind": resource},
+        )
 
     def _route(self, method: str, path: str, query: dict[str, str], request: Request) -> None:
         parts = [unquote(p) for p in path.strip("/").split("/")]
@@ -532,53 +763,82 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "kind": "APIResourceList",
                     "groupVersion": "v1",
-                    "resources": [NAMESPACES_RESOURCE, SECRETS_RESOURCE],
+                    "resources": [NAMESPACES_RESOURCE, SECRETS_RESOURCE, CONFIGMAPS_RESOURCE],
                 },
                 request,
             )
         elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4 and method == "GET":
             self._send_json(200, _namespace(parts[3]), request)  # every namespace exists
-        elif parts[:2] == ["api", "v1"] and parts[2:] == ["secrets"] and method == "GET":
-            self._collection(None, query, request)
-        elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 5 and parts[4] == "secrets":
-            namespace = parts[3]
+        elif len(parts) == 3 and parts[:2] == ["api", "v1"] and parts[2] in RESOURCES:
+            if method != "GET":
+                raise _method_not_allowed(method)
+            resource = parts[2]
+            self._authorize(request, "watch" if request.is_watch else "list", resource, "", "")
+            self._collection(None, query, request, resource)
+        elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 5 and parts[4] in RESOURCES:
+            namespace, resource = parts[3], parts[4]
             if method == "GET":
-                self._collection(namespace, query, request)
+                verb = "watch" if request.is_watch else "list"
+                self._authorize(request, verb, resource, namespace, "")
+                self._collection(namespace, query, request, resource)
             elif method == "POST":
-                body = _strict(query, self._body())
-                obj = store.create(namespace, body, dry_run=_dry_run(query))
+                self._authorize(request, "create", resource, namespace, "")
+                body = _strict(query, self._body(), resource)
+                obj = store.create(namespace, body, dry_run=_dry_run(query), resource=resource)
                 self._send_json(201, obj, request)
             else:
                 raise _method_not_allowed(method)
-        elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 6 and parts[4] == "secrets":
-            self._object(method, parts[3], parts[5], query, request)
+        elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 6 and parts[4] in RESOURCES:
+            verb = _VERBS.get(method)
+            if verb is None:
+                raise _method_not_allowed(method)
+            self._authorize(request, verb, parts[4], parts[3], parts[5])
+            self._object(method, parts[3], parts[5], query, request, parts[4])
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def _object(
-        self, method: str, namespace: str, name: str, query: dict[str, str], request: Request
+        self,
+        method: str,
+        namespace: str,
+        name: str,
+        query: dict[str, str],
+        request: Request,
+        resource: str = "secrets",
     ) -> None:
         store = self.server.fake.store
         dry_run = _dry_run(query)
         if method == "GET":
-            self._send_json(200, store.get(namespace, name), request)
+            self._send_json(200, store.get(namespace, name, resource), request)
         elif method == "PUT":
-            body = _strict(query, self._body())
-            self._send_json(200, store.update(namespace, name, body, dry_run=dry_run), request)
+            body = _strict(query, self._body(), resource)
+            self._send_json(
+                200,
+                store.update(namespace, name, body, dry_run=dry_run, resource=resource),
+                request,
+            )
         elif method == "PATCH":
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             patch = self._body()
             if isinstance(patch, dict):
-                _strict(query, patch)
+                _strict(query, patch, resource)
             self._send_json(
                 200,
-                store.patch(namespace, name, _patcher(content_type, patch), dry_run=dry_run),
+                store.patch(
+                    namespace,
+                    name,
+                    _patcher(content_type, patch),
+                    dry_run=dry_run,
+                    resource=resource,
+                ),
                 request,
             )
         elif method == "DELETE":
             options = self._body() or {}
             precondition = (options.get("preconditions") or {}).get("resourceVersion")
-            gone = store.delete(namespace, name, precondition_rv=precondition, dry_run=dry_run)
+            gone = store.delete(
+                namespace, name, precondition_rv=precondition, dry_run=dry_run, resource=resource
+            )
             self._send_json(
                 200,
                 {
@@ -586,14 +846,20 @@ class _Handler(BaseHTTPRequestHandler):
                     "apiVersion": "v1",
                     "metadata": {},
                     "status": "Success",
-                    "details": {"name": name, "kind": "secrets", "uid": gone["metadata"]["uid"]},
+                    "details": {"name": name, "kind": resource, "uid": gone["metadata"]["uid"]},
                 },
                 request,
             )
         else:
             raise _method_not_allowed(method)
 
-    def _collection(self, namespace: str | None, query: dict[str, str], request: Request) -> None:
+    def _collection(
+        self,
+        namespace: str | None,
+        query: dict[str, str],
+        request: Request,
+        resource: str = "secrets",
+    ) -> None:
         try:
             by_labels = label_selector(query.get("labelSelector"))
             by_fields = field_selector(query.get("fieldSelector"))
@@ -603,12 +869,38 @@ class _Handler(BaseHTTPRequestHandler):
         def match(obj: Mapping[str, Any]) -> bool:
             return by_labels(obj["metadata"].get("labels") or {}) and by_fields(obj)
 
+        store = self.server.fake.store
         if request.is_watch:
-            self._watch(namespace, match, query, request)
+            self._watch(namespace, match, query, request, resource)
             return
-        items, rv = self.server.fake.store.list(namespace, match)
+        requested = query.get("resourceVersion", "")
+        if requested not in ("", "0"):
+            try:
+                wanted = int(requested)
+            except ValueError as exc:
+                raise ApiError(
+                    400, "BadRequest", f"invalid resource version: {requested!r}"
+                ) from exc
+            if wanted > store.resource_version:
+                raise too_large(wanted, store.resource_version)
+        items, rv = store.list(namespace, match, resource)
+        continue_from = ""
+        token = query.get("continue", "")
+        if token:
+            rv, continue_from = _read_continue(token, store.compacted)
+            items = [i for i in items if _position(i) > continue_from]
+        metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = query.get("limit", "")
+        if limit:
+            try:
+                size = int(limit)
+            except ValueError as exc:
+                raise ApiError(400, "BadRequest", "limit must be an integer") from exc
+            if size > 0 and len(items) > size:
+                items = items[:size]
+                metadata["continue"] = _write_continue(rv, _position(items[-1]))
         if "as=Table" in (self.headers.get("Accept") or ""):
-            self._send_json(200, _table(items, rv), request)
+            self._send_json(200, _table(items, metadata, resource), request)
             return
         for item in items:  # items of a typed list carry no kind/apiVersion
             item.pop("kind", None)
@@ -616,9 +908,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(
             200,
             {
-                "kind": "SecretList",
+                "kind": f"{RESOURCES[resource]}List",
                 "apiVersion": "v1",
-                "metadata": {"resourceVersion": str(rv)},
+                "metadata": metadata,
                 "items": items,
             },
             request,
@@ -632,6 +924,7 @@ class _Handler(BaseHTTPRequestHandler):
         match: Callable[[Mapping[str, Any]], bool],
         query: dict[str, str],
         request: Request,
+        resource: str = "secrets",
     ) -> None:
         fake = self.server.fake
         store = fake.store
@@ -651,7 +944,7 @@ class _Handler(BaseHTTPRequestHandler):
         initial: list[tuple[str, dict[str, Any]]] = []
         with store.changed:
             if requested in ("", "0"):
-                items, cursor = store.list(namespace, match)
+                items, cursor = store.list(namespace, match, resource)
                 initial = [("ADDED", item) for item in items]
             else:
                 try:
@@ -660,6 +953,11 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(
                         400, "BadRequest", f"invalid resource version: {requested!r}"
                     ) from exc
+                if cursor > store.resource_version:
+                    # ahead of the store (an etcd restore): the watch cache waits for a
+                    # version it will never reach, then gives up with a 504
+                    request.note = "too-large"
+                    raise too_large(cursor, store.resource_version)
                 if cursor < store.compacted:
                     if fake.expired_as == "status":
                         raise ApiError(
@@ -680,7 +978,7 @@ class _Handler(BaseHTTPRequestHandler):
             request.status = 200
             for kind, obj in initial:
                 self._chunk({"type": kind, "object": obj})
-            self._stream(namespace, match, cursor, timeout, bookmarks, control)
+            self._stream(namespace, match, cursor, timeout, bookmarks, control, resource)
         except OSError:
             self.close_connection = True
         finally:
@@ -710,6 +1008,7 @@ class _Handler(BaseHTTPRequestHandler):
         timeout: float,
         bookmarks: bool,
         control: _WatchControl,
+        resource: str = "secrets",
     ) -> None:
         fake = self.server.fake
         store = fake.store
@@ -733,7 +1032,8 @@ class _Handler(BaseHTTPRequestHandler):
                             out = [
                                 e
                                 for e in store.events_after(cursor)
-                                if namespace is None or e.namespace == namespace
+                                if (namespace is None or e.namespace == namespace)
+                                and e.resource == resource
                             ]
                         except ApiError:
                             action, control.error_code = "error", 410  # fell out of the history
@@ -754,11 +1054,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if view is not None:
                     self._chunk({"type": view[0], "object": view[1]})
             if action == "bookmark":
-                self._chunk(_bookmark(cursor))
+                self._chunk(_bookmark(cursor, resource))
                 next_bookmark = time.monotonic() + (interval or 0)
             elif action == "timeout":
                 if bookmarks:
-                    self._chunk(_bookmark(cursor))
+                    self._chunk(_bookmark(cursor, resource))
                 self._end()
                 return
             elif action == "close":
@@ -802,11 +1102,62 @@ _REASONS = {
 }
 
 
-def _bookmark(rv: int) -> dict[str, Any]:
+def _bookmark(rv: int, resource: str = "secrets") -> dict[str, Any]:
     return {
         "type": "BOOKMARK",
-        "object": {"kind": "Secret", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}},
+        "object": {
+            "kind": RESOURCES[resource],
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(rv)},
+        },
     }
+
+
+_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def too_large(requested: int, current: int) -> ApiError:
+    """The API server's answer to a resourceVersion it has not reached (504)."""
+    return ApiError(
+        504,
+        "Timeout",
+        f"Too large resource version: {requested}, current: {current}",
+        {
+            "causes": [
+                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+            ],
+            "retryAfterSeconds": 1,
+        },
+    )
+
+
+def _position(item: Mapping[str, Any]) -> str:
+    """Where an item sorts in a list (namespace, then name), for ``continue``."""
+    meta = item["metadata"]
+    return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+def _write_continue(rv: int, after: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": after}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _read_continue(token: str, compacted: int) -> tuple[int, str]:
+    """(resourceVersion, last position) of a ``continue`` token; ``410`` once the
+    list's resourceVersion was compacted away, as on a real server."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        rv, after = int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiError(400, "BadRequest", "continue key is not valid") from exc
+    if rv < compacted:
+        raise ApiError(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list "
+            "result. You can start a new list without the continue parameter.",
+        )
+    return rv, after
 
 
 def _namespace(name: str) -> dict[str, Any]:
@@ -835,11 +1186,15 @@ _META_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def _strict(query: Mapping[str, str], body: Any) -> Any:
+_CONFIGMAP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"})
+
+
+def _strict(query: Mapping[str, str], body: Any, resource: str = "secrets") -> Any:
     """``fieldValidation=Strict``: an unknown field is a 400, as on a real server."""
     if query.get("fieldValidation") != "Strict" or not isinstance(body, dict):
         return body
-    unknown = [f for f in body if f not in _SECRET_FIELDS and not f.startswith("$")]
+    known = _CONFIGMAP_FIELDS if resource == "configmaps" else _SECRET_FIELDS
+    unknown = [f for f in body if f not in known and not f.startswith("$")]
     meta = body.get("metadata")
     if isinstance(meta, dict):
         unknown += [f"metadata.{f}" for f in meta if f not in _META_FIELDS]
@@ -937,26 +1292,35 @@ def _patcher(content_type: str, patch: Any) -> Callable[[dict[str, Any]], dict[s
     )
 
 
-def _table(items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
-    """The ``Table`` kubectl asks for to print ``kubectl get secrets``."""
+def _table(
+    items: list[dict[str, Any]], metadata: Mapping[str, Any], resource: str = "secrets"
+) -> dict[str, Any]:
+    """The ``Table`` kubectl asks for to print ``kubectl get secrets`` (or configmaps)."""
+
+    def column(name: str, fmt: str = "") -> dict[str, Any]:
+        return {"name": name, "type": "string", "format": fmt, "description": "", "priority": 0}
+
+    secrets = resource == "secrets"
+    columns = [column("Name", "name")]
+    if secrets:
+        columns.append(column("Type"))
+    columns += [column("Data"), column("Age")]
+
+    def cells(item: Mapping[str, Any]) -> list[Any]:
+        count = len(item.get("data") or {}) + len(item.get("binaryData") or {})
+        row: list[Any] = [item["metadata"]["name"]]
+        if secrets:
+            row.append(item.get("type", "Opaque"))
+        return [*row, count, "0s"]
+
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": str(rv)},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0},
-            {"name": "Type", "type": "string", "format": "", "description": "", "priority": 0},
-            {"name": "Data", "type": "string", "format": "", "description": "", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "", "priority": 0},
-        ],
+        "metadata": dict(metadata),
+        "columnDefinitions": columns,
         "rows": [
             {
-                "cells": [
-                    item["metadata"]["name"],
-                    item.get("type", "Opaque"),
-                    len(item.get("data") or {}),
-                    "0s",
-                ],
+                "cells": cells(item),
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
