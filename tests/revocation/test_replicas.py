@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from revocation.kubeapi import FakeKubeWithConfigMaps
+from revocation.kubeapi import FakeKubeWithApply
 from service_client import Client, wait_for
 
 NAMESPACE = "auth"
@@ -77,8 +77,8 @@ class Replica:
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeWithConfigMaps, Path]]:
-    with FakeKubeWithConfigMaps(bookmark_interval=None) as server:
+def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeWithApply, Path]]:
+    with FakeKubeWithApply(bookmark_interval=None) as server:
         kubeconfig = {
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
@@ -90,15 +90,15 @@ def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeWithConfigMaps, Path]]:
         yield server, path
 
 
-def put_list(kube: FakeKubeWithConfigMaps, *entries: dict[str, Any]) -> None:
-    kube.configmaps.put_configmap(
+def put_list(kube: FakeKubeWithApply, *entries: dict[str, Any]) -> None:
+    kube.store.put_configmap(
         NAMESPACE, CONFIGMAP, {"revoked.json": json.dumps({"revoked": list(entries)})}
     )
 
 
 @pytest.mark.slow
 def test_two_replicas_both_enforce_within_a_second(
-    kube: tuple[FakeKubeWithConfigMaps, Path],
+    kube: tuple[FakeKubeWithApply, Path],
     tmp_path: Path,
     write_config: Callable[..., Path],
     mint_token: Callable[..., str],

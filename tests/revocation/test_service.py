@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2
-from revocation.kubeapi import FakeKubeWithConfigMaps
+from revocation.kubeapi import FakeKubeWithApply
 from service_client import Client, wait_for
 from structlog.testing import capture_logs
 
@@ -35,8 +35,8 @@ ISSUER = "https://idp.example.test"
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWithConfigMaps]:
-    with FakeKubeWithConfigMaps(bookmark_interval=None) as server:
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWithApply]:
+    with FakeKubeWithApply(bookmark_interval=None) as server:
         kubeconfig = {
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
@@ -50,14 +50,14 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWi
         yield server
 
 
-def put_list(kube: FakeKubeWithConfigMaps, *entries: dict[str, Any]) -> None:
-    kube.configmaps.put_configmap(
+def put_list(kube: FakeKubeWithApply, *entries: dict[str, Any]) -> None:
+    kube.store.put_configmap(
         NAMESPACE, CONFIGMAP, {"revoked.json": json.dumps({"revoked": list(entries)})}
     )
 
 
 @pytest.fixture
-def app(kube: FakeKubeWithConfigMaps, write_config: Callable[..., Path]) -> Iterator[App]:
+def app(kube: FakeKubeWithApply, write_config: Callable[..., Path]) -> Iterator[App]:
     revocation = {"sources": [{"kubernetes": {"namespace": NAMESPACE, "configmaps": [CONFIGMAP]}}]}
     listen = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
     service = App(config_mod.load(write_config(revocation=revocation, listen=listen)))
@@ -95,7 +95,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_not_ready_until_the_named_configmap_exists(
-    kube: FakeKubeWithConfigMaps, app: App, mint_token: Callable[..., str]
+    kube: FakeKubeWithApply, app: App, mint_token: Callable[..., str]
 ) -> None:
     client = Client(app.grpc_port)
     try:
@@ -113,7 +113,7 @@ def test_not_ready_until_the_named_configmap_exists(
 
 
 def test_a_cached_token_is_denied_within_a_second_of_the_configmap_update(
-    kube: FakeKubeWithConfigMaps, app: App, mint_token: Callable[..., str]
+    kube: FakeKubeWithApply, app: App, mint_token: Callable[..., str]
 ) -> None:
     put_list(kube)
     client = Client(app.grpc_port)
@@ -183,7 +183,7 @@ def test_a_cached_token_is_denied_within_a_second_of_the_configmap_update(
 
 
 def test_a_bad_update_changes_nothing_and_a_deleted_list_stays_in_force(
-    kube: FakeKubeWithConfigMaps, app: App, mint_token: Callable[..., str]
+    kube: FakeKubeWithApply, app: App, mint_token: Callable[..., str]
 ) -> None:
     put_list(kube, {"jti": "t-1"})
     client = Client(app.grpc_port)
@@ -198,7 +198,7 @@ def test_a_bad_update_changes_nothing_and_a_deleted_list_stays_in_force(
         generation = app.evaluator.revocation.lists.generation  # type: ignore[union-attr]
         with capture_logs() as logs:
             # an entry with a typo: the whole version is rejected
-            kube.configmaps.put_configmap(NAMESPACE, CONFIGMAP, {"revoked.json": json.dumps(
+            kube.store.put_configmap(NAMESPACE, CONFIGMAP, {"revoked.json": json.dumps(
                 {"revoked": [{"jti": "t-2"}, {"jit": "t-1"}]})})  # fmt: skip
             assert wait_for(
                 lambda: sample(scrape(app), "extauthz_revocation_reloads_total",
@@ -210,7 +210,7 @@ def test_a_bad_update_changes_nothing_and_a_deleted_list_stays_in_force(
         rejected = [x for x in logs if x.get("event") == "revocation_list_rejected"]
         assert "revoked[1]" in rejected[0]["error"]
         # the ConfigMap is deleted: its last list stays in force, the service stays ready
-        kube.configmaps.delete(NAMESPACE, CONFIGMAP)
+        kube.store.delete_configmap(NAMESPACE, CONFIGMAP)
         time.sleep(0.5)
         assert client.check(revoked)["metadata"]["reason"] == "revoked"
         assert client.status() == health_pb2.HealthCheckResponse.SERVING
