@@ -136,7 +136,10 @@ def make_helm(home: Path) -> Helm:
 
 KUBERNETES_VERSIONS = ["1.29", major_minor(latest_version())]
 
-# Custom resources have no schema in kubernetes-validate: checked here instead.
+# Custom resources have no schema in kubernetes-validate: checked here against strict
+# subsets (unknown fields are errors, which a CRD schema does not catch: the API server
+# silently prunes them); test_ecosystem.py also checks them against the published CRD
+# schemas (crdschema.py).
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _ISTIO_SOURCE_KEYS = [
     "principals",
@@ -190,6 +193,18 @@ AUTHORIZATION_POLICY_SCHEMA = _strict(
                 "selector": _strict(
                     {"matchLabels": {"type": "object", "minProperties": 1}}, ["matchLabels"]
                 ),
+                "targetRefs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "group": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "name": {"type": "string"},
+                        },
+                        ["kind", "name"],
+                    ),
+                },
                 "action": {"const": "CUSTOM"},
                 "provider": _strict({"name": {"type": "string", "minLength": 1}}, ["name"]),
                 "rules": {
@@ -218,7 +233,7 @@ AUTHORIZATION_POLICY_SCHEMA = _strict(
                     ),
                 },
             },
-            ["selector", "action", "provider", "rules"],
+            ["action", "provider", "rules"],
         ),
     },
     ["apiVersion", "kind", "metadata", "spec"],
@@ -241,6 +256,7 @@ SERVICE_MONITOR_SCHEMA = _strict(
                             "port": {"type": "string"},
                             "path": {"type": "string"},
                             "scheme": {"enum": ["http", "https"]},
+                            "tlsConfig": {"type": "object"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                         },
@@ -253,9 +269,47 @@ SERVICE_MONITOR_SCHEMA = _strict(
     },
     ["apiVersion", "kind", "metadata", "spec"],
 )
+#: monitoring.coreos.com/v1 PrometheusRule, the fields the chart sets
+PROMETHEUS_RULE_SCHEMA = _strict(
+    {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": _METADATA,
+        "spec": _strict(
+            {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": _strict(
+                                    {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": {"type": "string"},
+                                        "labels": {"type": "object"},
+                                        "annotations": {"type": "object"},
+                                    },
+                                    ["alert", "expr"],
+                                ),
+                            },
+                        },
+                        ["name", "rules"],
+                    ),
+                }
+            },
+            ["groups"],
+        ),
+    },
+    ["apiVersion", "kind", "metadata", "spec"],
+)
 CUSTOM_RESOURCE_SCHEMAS = {
     "AuthorizationPolicy": AUTHORIZATION_POLICY_SCHEMA,
     "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
+    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
 }
 
 

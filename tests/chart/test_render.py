@@ -114,14 +114,15 @@ def test_rendered_config_passes_extauthz_config_validate(
 
 
 def with_mounted_files(text: str, root: Path) -> str:
-    """The config with the pod's mounted files (TLS, CA bundles) moved under ``root`` and
-    created there, as the mounts provide them in the pod (validate checks they exist)."""
-    for mount in ("/etc/extauthz-tls/", "/etc/extauthz-ca/"):
-        for path in set(re.findall(re.escape(mount) + r"[^\s\"']+", text)):
-            local = root / path.lstrip("/")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_text("placeholder\n", encoding="utf-8")
-        text = text.replace(mount, f"{root}{mount}")
+    """The config with the pod's mounted files (TLS, CA bundles, extra mounts) moved under
+    ``root`` and created there, as the mounts provide them in the pod (validate checks
+    that they exist)."""
+    files = re.findall(r"(?:cert_file|key_file|client_ca_file|ca_file): (/\S+)", text)
+    for path in sorted(set(files), key=len, reverse=True):
+        local = root / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text("placeholder\n", encoding="utf-8")
+        text = text.replace(f": {path}", f": {local}")
     return text
 
 
@@ -299,16 +300,18 @@ def _roles(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("name", GOOD_VALUES, ids=values_id)
 def test_rbac_is_namespaced_read_only_on_secrets(rendered: Render, name: str | None) -> None:
-    """Only Roles (never ClusterRoles), each: secrets, verbs exactly get/list/watch."""
+    """Only Roles (never ClusterRoles), each rule: secrets (keys) or configmaps
+    (revocation lists), one resource per rule, verbs exactly get/list/watch."""
     manifests = rendered(name)
     assert not {"ClusterRole", "ClusterRoleBinding"} & set(kinds(manifests))
     roles = _roles(manifests)
     assert roles
     for role in roles.values():
-        (rule,) = role["rules"]
-        assert rule["apiGroups"] == [""]
-        assert rule["resources"] == ["secrets"]
-        assert rule["verbs"] == ["get", "list", "watch"]
+        assert 1 <= len(role["rules"]) <= 2
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == [""]
+            assert rule["resources"] in (["secrets"], ["configmaps"])
+            assert rule["verbs"] == ["get", "list", "watch"]
 
 
 def test_rbac_names_exactly_the_configured_secrets(rendered: Render) -> None:

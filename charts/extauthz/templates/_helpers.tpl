@@ -120,24 +120,25 @@ Output: YAML list (read back with fromYamlArray).
 */}}
 {{- define "extauthz.keySources" -}}
 {{- $out := list }}
+{{- $revocation := default false .revocation }}
 {{- range $i, $src := .sources }}
 {{- $where := printf "%s[%d]" $.path $i }}
 {{- if hasKey $src "kubernetes" }}
 {{- $k := $src.kubernetes | default dict }}
 {{- $secrets := $k.secrets | default list }}
+{{- $configmaps := $k.configmaps | default list }}
 {{- $selector := $k.label_selector | default "" }}
-{{- if and $secrets $selector }}
-{{- fail (printf "extauthz: %s.kubernetes: set either `secrets` (RBAC restricted to those names) or `label_selector` (RBAC on every Secret of the namespace), not both; use two sources for both" $where) }}
+{{- if and $configmaps (not $revocation) }}
+{{- fail (printf "extauthz: %s.kubernetes.configmaps: keys come from Secrets only (ConfigMaps hold revocation lists)" $where) }}
 {{- end }}
-{{- if not (or $secrets $selector) }}
-{{- fail (printf "extauthz: %s.kubernetes: needs `secrets: [NAME, ...]` or `label_selector: \"key=value\"`" $where) }}
+{{- if and (or $secrets $configmaps) $selector }}
+{{- fail (printf "extauthz: %s.kubernetes: set either `secrets`%s (RBAC restricted to those names) or `label_selector` (RBAC on every object of that kind in the namespace), not both; use two sources for both" $where (ternary "/`configmaps`" "" $revocation)) }}
 {{- end }}
-{{- $norm := dict "namespace" (default $.namespace $k.namespace) }}
-{{- if $secrets }}
-{{- $_ := set $norm "secrets" $secrets }}
-{{- else }}
-{{- $_ := set $norm "label_selector" $selector }}
+{{- if not (or $secrets $configmaps $selector) }}
+{{- fail (printf "extauthz: %s.kubernetes: needs `secrets: [NAME, ...]`%s or `label_selector: \"key=value\"`" $where (ternary ", `configmaps: [NAME, ...]`" "" $revocation)) }}
 {{- end }}
+{{- $norm := omit $k "namespace" }}
+{{- $_ := set $norm "namespace" (default $.namespace $k.namespace) }}
 {{- $out = append $out (dict "kubernetes" $norm) }}
 {{- else }}
 {{- $out = append $out $src }}
@@ -188,6 +189,13 @@ the chart only fills in defaults that depend on the release.
 {{- $_ := set $listen "tls" $tls }}
 {{- end }}
 {{- $decryption := include "extauthz.compact" (omit $c.decryption "keys") | fromYaml }}
+{{- $revocation := dict }}
+{{- with $c.revocation }}
+{{- $revocation = include "extauthz.compact" (omit . "sources") | fromYaml }}
+{{- with .sources }}
+{{- $_ := set $revocation "sources" (include "extauthz.keySources" (dict "sources" . "path" "config.revocation.sources" "namespace" $ns "revocation" true) | fromYamlArray) }}
+{{- end }}
+{{- end }}
 {{- $_ := set $decryption "keys" (include "extauthz.keySources" (dict "sources" $c.decryption.keys "path" "config.decryption.keys" "namespace" $ns) | fromYamlArray) }}
 {{- $providers := list }}
 {{- range $i, $p := $c.providers }}
@@ -203,6 +211,9 @@ the chart only fills in defaults that depend on the release.
 {{- if hasKey $c $section }}
 {{- $_ := set $cfg $section (include "extauthz.compact" (get $c $section) | fromYaml) }}
 {{- end }}
+{{- end }}
+{{- if $revocation }}
+{{- $_ := set $cfg "revocation" $revocation }}
 {{- end }}
 {{- if $c.rules }}
 {{- $rules := list }}
@@ -220,9 +231,10 @@ the chart only fills in defaults that depend on the release.
 {{- end }}
 
 {{/*
-Which Secrets the service reads, per namespace, from the rendered config:
-{NS: {names: [..], selector: bool}}. RBAC cannot restrict by label, so a namespace with
-a label-selector source needs get/list/watch on all of its Secrets.
+What the service reads, per namespace and resource, from the rendered config (key
+sources and revocation sources): {NS: {secrets: {names: [..], selector: bool},
+configmaps: {...}}}. RBAC cannot restrict by label, so a label-selector source needs
+get/list/watch on every object of its kind in the namespace.
 */}}
 {{- define "extauthz.secretAccess" -}}
 {{- $cfg := include "extauthz.config" . | fromYaml }}
@@ -230,15 +242,26 @@ a label-selector source needs get/list/watch on all of its Secrets.
 {{- range $cfg.providers }}
 {{- $sources = concat $sources (.keys | default list) }}
 {{- end }}
+{{- with $cfg.revocation }}
+{{- $sources = concat $sources (.sources | default list) }}
+{{- end }}
 {{- $access := dict }}
 {{- range $sources }}
 {{- if hasKey . "kubernetes" }}
 {{- $k := .kubernetes }}
-{{- $entry := get $access $k.namespace | default (dict "names" list "selector" false) }}
+{{- $entry := get $access $k.namespace | default dict }}
 {{- if $k.label_selector }}
-{{- $_ := set $entry "selector" true }}
-{{- else }}
-{{- $_ := set $entry "names" (concat $entry.names $k.secrets | uniq | sortAlpha) }}
+{{- $resource := ternary "configmaps" "secrets" (eq ($k.kind | default "secret") "configmap") }}
+{{- $rule := get $entry $resource | default (dict "names" list "selector" false) }}
+{{- $_ := set $rule "selector" true }}
+{{- $_ := set $entry $resource $rule }}
+{{- end }}
+{{- range $resource := list "secrets" "configmaps" }}
+{{- with (get $k $resource) }}
+{{- $rule := get $entry $resource | default (dict "names" list "selector" false) }}
+{{- $_ := set $rule "names" (concat $rule.names . | uniq | sortAlpha) }}
+{{- $_ := set $entry $resource $rule }}
+{{- end }}
 {{- end }}
 {{- $_ := set $access $k.namespace $entry }}
 {{- end }}
