@@ -47,6 +47,8 @@ from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP_TEMPLATE = ROOT / "examples" / "envoy" / "envoy.yaml"
+#: the bootstrap of Envoy's HTTP authorization protocol (``http_service``)
+HTTP_BOOTSTRAP_TEMPLATE = ROOT / "examples" / "envoy" / "envoy-http.yaml"
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -310,7 +312,8 @@ class EnvoyError(RuntimeError):
 class EnvoyProcess:
     """A real Envoy running the example bootstrap, as a context manager.
 
-    On entry: renders ``examples/envoy/envoy.yaml`` into *workdir* (a temporary
+    On entry: renders *template* (``examples/envoy/envoy.yaml``, or
+    :data:`HTTP_BOOTSTRAP_TEMPLATE` for the HTTP protocol) into *workdir* (a temporary
     directory when omitted) with ``LISTEN_ADDRESS=127.0.0.1``, ``LISTEN_PORT=0`` and
     ``ADMIN_PORT=0`` (Envoy picks free ports; no race), the given ports, and
     ``**values`` for any other placeholder (``ENCODE_RAW_HEADERS=True``,
@@ -336,9 +339,11 @@ class EnvoyProcess:
         log_level: str = "warning",
         startup_timeout: float = 15.0,
         stop_timeout: float = 5.0,
+        template: Path = BOOTSTRAP_TEMPLATE,
         **values: object,
     ) -> None:
         self._workdir_arg = workdir
+        self.template = template
         self._values: dict[str, object] = {
             "LISTEN_ADDRESS": "127.0.0.1",
             "LISTEN_PORT": 0,
@@ -397,7 +402,7 @@ class EnvoyProcess:
 
     def bootstrap_text(self) -> str:
         """The bootstrap written on entry (subclasses may transform it)."""
-        return render(BOOTSTRAP_TEMPLATE.read_text(), self._values)
+        return render(self.template.read_text(), self._values)
 
     def _start(self, admin_address_path: Path) -> None:
         command = [

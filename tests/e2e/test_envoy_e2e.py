@@ -1,14 +1,29 @@
-"""End to end: client -> real Envoy (examples/envoy/envoy.yaml) -> extauthz -> upstream."""
+"""End to end: client -> real Envoy -> extauthz -> upstream, in both transports.
+
+Every behaviour that both of Envoy's authorization protocols can carry is proven over
+each: gRPC with ``examples/envoy/envoy.yaml`` and HTTP (``http_service``) with
+``examples/envoy/envoy-http.yaml``, against one extauthz process that serves both.
+Behaviours only one protocol has (``context_extensions``, ``encode_raw_headers``,
+a path prefix) are tested in that one.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_harness import EchoUpstream, EnvoyProcess, http_get
+from envoy_harness import (
+    HTTP_BOOTSTRAP_TEMPLATE,
+    EchoUpstream,
+    EnvoyProcess,
+    RecordedRequest,
+    http_get,
+    http_request,
+)
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
@@ -26,6 +41,8 @@ RULES = [
     # never matches by path: only Envoy's context_extensions {rule: reports} selects it
     {"name": "reports", "path_exact": "/-", "require_scopes": ["reports"]},
 ]
+TRANSPORTS = ["grpc", "http"]
+LISTEN = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +51,34 @@ def upstream() -> Iterator[EchoUpstream]:
         yield server
 
 
-def start_app(write_config: Callable[..., Path], **overrides: Any) -> App:
+def start_app(write_config: Callable[..., Path], ready: bool = True, **overrides: Any) -> App:
     overrides.setdefault("rules", RULES)
     overrides.setdefault(
         "upstream", {"authorization": "keep", "strip_header_prefixes": ["x-auth-"]}
     )
+    overrides.setdefault("response", {"headers": {"x-content-type-options": "nosniff"}})
+    overrides["listen"] = {**LISTEN, **overrides.get("listen", {})}
     app = App(config_mod.load(write_config(**overrides)))
     app.start()
-    assert app.store.wait_ready(5)
+    if ready:
+        assert app.store.wait_ready(5)
     return app
+
+
+def proxy_for(
+    app: App, upstream: EchoUpstream, workdir: Path, transport: str, **values: object
+) -> EnvoyProcess:
+    """A real Envoy in front of ``upstream``, asking ``app`` over ``transport``."""
+    if transport == "grpc":
+        return EnvoyProcess(
+            workdir, extauthz_port=app.grpc_port, upstream_port=upstream.port, **values
+        )
+    assert app.http_authz is not None
+    assert app.http is not None
+    return EnvoyProcess(
+        workdir, extauthz_port=app.http_authz.port, upstream_port=upstream.port,
+        template=HTTP_BOOTSTRAP_TEMPLATE, EXTAUTHZ_HEALTH_PORT=app.http.port, **values,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -52,17 +88,31 @@ def app(write_config: Callable[..., Path]) -> Iterator[App]:
     instance.stop_now()
 
 
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @pytest.fixture
-def envoy(app: App, upstream: EchoUpstream, tmp_path: Path) -> Iterator[EnvoyProcess]:
+def envoy(
+    app: App, upstream: EchoUpstream, tmp_path: Path, transport: str
+) -> Iterator[EnvoyProcess]:
     upstream.clear()
-    with EnvoyProcess(
-        tmp_path / "envoy", extauthz_port=app.grpc_port, upstream_port=upstream.port
-    ) as proxy:
+    with proxy_for(app, upstream, tmp_path / "envoy", transport) as proxy:
         yield proxy
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
+
+
+def no_metadata_leaks(client: Message, seen: RecordedRequest | None = None) -> None:
+    """``x-extauthz-*`` reach neither the client nor the upstream."""
+    assert [k for k in client if k.lower().startswith("x-extauthz-")] == []
+    if seen is not None:
+        assert [k for k, _ in seen.headers if k.startswith("x-extauthz-")] == []
+        assert seen.header("x-envoy-auth-headers-to-remove") == []
 
 
 def test_valid_nested_jwe_reaches_upstream_with_claim_headers(
@@ -73,11 +123,12 @@ def test_valid_nested_jwe_reaches_upstream_with_claim_headers(
     )
     assert status == 200, envoy.explain()
     (seen,) = upstream.requests
+    assert seen.path == "/orders?id=1"
     assert seen.header("x-auth-subject") == ["alice"]
     assert seen.header("x-auth-email") == ["a@x.test"]
     assert seen.header("x-auth-roles") == ["r1,r2"]
-    assert headers["x-content-type-options"] == "nosniff"
-    assert headers["strict-transport-security"].startswith("max-age=31536000")
+    assert headers.get_all("x-content-type-options") == ["nosniff"]
+    no_metadata_leaks(headers, seen)
 
 
 def test_spoofed_claim_headers_are_replaced_or_removed(
@@ -127,8 +178,6 @@ def test_denials_never_reach_upstream(
     challenge: str,
     error: str,
 ) -> None:
-    from envoy_harness import http_request
-
     token = mint_token(scope="read")
     headers: list[tuple[str, str]] = []
     if case == "tampered":
@@ -145,26 +194,48 @@ def test_denials_never_reach_upstream(
     assert got == status, envoy.explain()
     assert challenge in response_headers["www-authenticate"]
     assert response_headers["content-type"] == "application/json"
-    assert response_headers["x-content-type-options"] == "nosniff"
+    assert response_headers.get_all("x-content-type-options") == ["nosniff"]
     assert json.loads(body)["error"] == error
+    no_metadata_leaks(response_headers)
     assert upstream.requests == []
 
 
-def test_anonymous_route_and_context_extensions_rule(
-    envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str]
-) -> None:
+def test_anonymous_route(envoy: EnvoyProcess, upstream: EchoUpstream) -> None:
     assert http_get(envoy.url + "/public/info", {"x-auth-subject": "spoof"})[0] == 200
     assert upstream.requests[-1].header("x-auth-subject") == []
-    # /reports/ carries context_extensions {rule: reports}: needs scope "reports"
-    status, headers, _ = http_get(envoy.url + "/reports/q1", bearer(mint_token(scope="read")))
-    assert status == 403
-    assert 'scope="reports"' in headers["www-authenticate"]
-    assert http_get(envoy.url + "/reports/q1", bearer(mint_token(scope="reports")))[0] == 200
+
+
+def test_head_requests_are_decided_and_keep_working(
+    envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str]
+) -> None:
+    """A deny to HEAD has no body; the connection to extauthz stays usable after it."""
+    for _ in range(3):
+        status, _, body = http_request("HEAD", envoy.url + "/orders")
+        assert (status, body) == (401, b""), envoy.explain()
+        status, _, body = http_get(envoy.url + "/orders")
+        assert status == 401
+        assert json.loads(body)["reason"] == "missing_token"
+    status, _, _ = http_request("HEAD", envoy.url + "/orders", bearer(mint_token()))
+    assert status == 200
+    assert upstream.requests[-1].method == "HEAD"
+    assert upstream.requests[-1].header("x-auth-subject") == ["alice"]
+
+
+def test_context_extensions_select_a_rule_over_grpc(
+    app: App, upstream: EchoUpstream, tmp_path: Path, mint_token: Callable[..., str]
+) -> None:
+    """/reports/ carries context_extensions {rule: reports}: needs scope "reports"."""
+    with proxy_for(app, upstream, tmp_path / "envoy", "grpc") as proxy:
+        status, headers, _ = http_get(proxy.url + "/reports/q1", bearer(mint_token(scope="read")))
+        assert status == 403
+        assert 'scope="reports"' in headers["www-authenticate"]
+        assert http_get(proxy.url + "/reports/q1", bearer(mint_token(scope="reports")))[0] == 200
 
 
 def test_access_log_carries_decision_metadata(
-    envoy: EnvoyProcess, mint_token: Callable[..., str]
+    envoy: EnvoyProcess, mint_token: Callable[..., str], transport: str
 ) -> None:
+    """Allow and deny alike (over HTTP, from the x-extauthz-* answer headers)."""
     http_get(envoy.url + "/orders?secret=1", bearer(mint_token()))
     http_get(envoy.url + "/orders")
     lines = envoy.access_log_lines(2)
@@ -178,43 +249,39 @@ def test_access_log_carries_decision_metadata(
         allow["rule"],
     ) == ("allow", "ok", "alice", "sig-1", "enc-1", "default")
     assert allow["path"] == "/orders"
-    assert (deny["decision"], deny["reason"]) == ("deny", "missing_token")
+    assert (deny["decision"], deny["reason"], deny["status"]) == ("deny", "missing_token", 401)
+    # a deny names no subject or key: over HTTP its headers may reach a client
+    assert (deny["sub"], deny["kid"]) == (("", "") if transport == "grpc" else (None, None))
 
 
 def test_encode_raw_headers_mode(
     app: App, upstream: EchoUpstream, tmp_path: Path, mint_token: Callable[..., str]
 ) -> None:
     upstream.clear()
-    with EnvoyProcess(
-        tmp_path / "raw",
-        extauthz_port=app.grpc_port,
-        upstream_port=upstream.port,
-        ENCODE_RAW_HEADERS=True,
-    ) as proxy:
+    with proxy_for(app, upstream, tmp_path / "raw", "grpc", ENCODE_RAW_HEADERS=True) as proxy:
         assert http_get(proxy.url + "/orders", bearer(mint_token()))[0] == 200, proxy.explain()
         assert upstream.requests[-1].header("x-auth-subject") == ["alice"]
         assert http_get(proxy.url + "/orders")[0] == 401
-        from envoy_harness import http_request
-
         two = [("authorization", "Bearer " + mint_token())] * 2
         assert http_request("GET", proxy.url + "/orders", two)[0] == 401
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_cookie_token_and_inner_authorization(
     write_config: Callable[..., Path],
     upstream: EchoUpstream,
     tmp_path: Path,
     mint_token: Callable[..., str],
+    transport: str,
 ) -> None:
     """upstream.authorization: inner replaces the JWE with the signed inner JWT."""
     instance = start_app(write_config, upstream={"authorization": "inner"})
     try:
         upstream.clear()
-        with EnvoyProcess(
-            tmp_path / "inner", extauthz_port=instance.grpc_port, upstream_port=upstream.port
-        ) as proxy:
+        with proxy_for(instance, upstream, tmp_path / "inner", transport) as proxy:
             token = mint_token()
-            assert http_get(proxy.url + "/x", {"cookie": f"a=b; access_token={token}"})[0] == 200
+            cookie = {"cookie": f"a=b; access_token={token}"}
+            assert http_get(proxy.url + "/x", cookie)[0] == 200, proxy.explain()
             (auth,) = upstream.requests[-1].header("authorization")
             assert auth.startswith("Bearer ")
             assert auth.count(".") == 2
@@ -222,19 +289,59 @@ def test_cookie_token_and_inner_authorization(
         instance.stop_now()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_extauthz_down_gives_status_on_error(
     write_config: Callable[..., Path],
     upstream: EchoUpstream,
     tmp_path: Path,
     mint_token: Callable[..., str],
+    transport: str,
 ) -> None:
     instance = start_app(write_config)
-    port = instance.grpc_port
     instance.stop_now()
     upstream.clear()
-    with EnvoyProcess(tmp_path / "down", extauthz_port=port, upstream_port=upstream.port) as proxy:
+    with proxy_for(instance, upstream, tmp_path / "down", transport) as proxy:
         assert http_get(proxy.url + "/orders", bearer(mint_token()))[0] == 503
     assert upstream.requests == []
+
+
+class _FailOpenEnvoy(EnvoyProcess):
+    """The shipped bootstrap with ``failure_mode_allow: true``."""
+
+    def bootstrap_text(self) -> str:
+        text = super().bootstrap_text()
+        assert "failure_mode_allow: false" in text
+        return text.replace("failure_mode_allow: false", "failure_mode_allow: true")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_not_ready_is_a_deny_even_with_failure_mode_allow(
+    write_config: Callable[..., Path],
+    key_dirs: Path,
+    upstream: EchoUpstream,
+    tmp_path: Path,
+    mint_token: Callable[..., str],
+    transport: str,
+) -> None:
+    """A service that cannot decide yet denies; Envoy never lets the request pass."""
+    for item in (key_dirs / "keys" / "verify").iterdir():
+        item.unlink()
+    waiting = start_app(write_config, ready=False)
+    try:
+        upstream.clear()
+        base = proxy_for(waiting, upstream, tmp_path / "waiting", transport)
+        proxy = _FailOpenEnvoy(
+            tmp_path / "waiting", extauthz_port=0, upstream_port=0, template=base.template
+        )
+        proxy._values = base._values  # the same rendering values, fail-open bootstrap
+        with proxy:
+            status, headers, body = http_get(proxy.url + "/orders", bearer(mint_token()))
+            assert status == (503 if transport == "grpc" else 403), proxy.explain()
+            assert json.loads(body)["reason"] == "not_ready"
+            assert headers["retry-after"] == "1"
+        assert upstream.requests == []
+    finally:
+        waiting.stop_now()
 
 
 @pytest.mark.parametrize("path", ["/public/../admin/x", "//admin/x", "/%61dmin/x"])
@@ -242,8 +349,26 @@ def test_path_tricks_do_not_escape_a_protected_rule(
     envoy: EnvoyProcess, upstream: EchoUpstream, path: str
 ) -> None:
     """An anonymous /public/ rule never covers a path that resolves under /admin/."""
-    from envoy_harness import http_request
-
     status, _, _ = http_request("POST", envoy.url + path, [])
     assert status == 401, envoy.explain()
     assert upstream.requests == []
+
+
+def test_http_path_prefix_set_in_envoy_is_removed_by_extauthz(
+    write_config: Callable[..., Path],
+    upstream: EchoUpstream,
+    tmp_path: Path,
+    mint_token: Callable[..., str],
+) -> None:
+    instance = start_app(write_config, listen={"http_authz_path_prefix": "/authz"})
+    try:
+        upstream.clear()
+        with proxy_for(
+            instance, upstream, tmp_path / "prefix", "http", EXTAUTHZ_PATH_PREFIX="/authz"
+        ) as proxy:
+            assert http_get(proxy.url + "/public/x")[0] == 200, proxy.explain()
+            assert upstream.requests[-1].path == "/public/x"
+            status, _, body = http_request("POST", proxy.url + "/admin/x", bearer(mint_token()))
+            assert (status, json.loads(body)["reason"]) == (403, "insufficient_scope")
+    finally:
+        instance.stop_now()
