@@ -398,7 +398,11 @@ def _cpu(row: dict[str, Any]) -> str:
     if len(procs) < 2:
         return total
     parts = " + ".join(f"{p['cpu_us']:,.0f}" for p in procs)
-    return f"{total} ({parts})"
+    # SO_REUSEPORT hashes connections to processes: Envoy's few long-lived gRPC
+    # connections (one per Envoy worker thread) can all land on one process
+    busy = [p for p in procs if p["cpu_us"] >= 0.2 * row["authz_cpu_us"]]
+    lopsided = " ⚠ one process served all" if len(busy) == 1 and len(procs) > 1 else ""
+    return f"{total} ({parts}){lopsided}"
 
 
 def table(out: dict[str, Any]) -> str:
