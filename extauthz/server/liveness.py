@@ -15,6 +15,7 @@ worker's heartbeat is fresh (a loopback self-check there may reach another worke
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,20 @@ class LivenessTimings:
         return (self.interval + self.deadline) * (self.failures + 1)
 
 
+#: seconds between self-check rounds, for workers and supervisor alike (tests shorten it)
+INTERVAL_ENV = "EXTAUTHZ_LIVENESS_INTERVAL_SECONDS"
+
+
+def liveness_timings() -> LivenessTimings:
+    """The default timings, or a round every ``$EXTAUTHZ_LIVENESS_INTERVAL_SECONDS``
+    seconds (the deadline follows the interval)."""
+    value = os.environ.get(INTERVAL_ENV)
+    if not value:
+        return LivenessTimings()
+    interval = float(value)
+    return LivenessTimings(interval=interval, deadline=interval)
+
+
 class Liveness:
     """Runs the self-checks; :meth:`live` is what ``/healthz`` reports."""
 
@@ -55,7 +70,7 @@ class Liveness:
         heartbeat: Path | None = None, on_change: Callable[[bool], None] | None = None,
     ) -> None:  # fmt: skip
         self.probes = dict(probes)
-        self.timings = timings or LivenessTimings()
+        self.timings = timings or liveness_timings()
         self.heartbeat = heartbeat
         self.on_change = on_change
         self._failed = 0

@@ -4,9 +4,12 @@ Envoy opens one HTTP/2 connection per worker thread, and the kernel spreads thos
 connections over the processes, so N processes use N cores for the CPU-bound crypto
 that one Python process (one GIL) cannot. Each worker runs its own key sources.
 
-This supervisor process serves the HTTP endpoints: ``/metrics`` aggregates every
-worker (prometheus-client multiprocess mode), ``/readyz`` is 200 only when every
-worker is SERVING (each marks it with a file), ``/healthz`` when every worker lives.
+Both authorization listeners (``listen.grpc`` and ``listen.http_authz``) are shared
+that way. This supervisor process serves the HTTP endpoints: ``/metrics`` aggregates
+every worker (prometheus-client multiprocess mode), ``/readyz`` is 200 only when every
+worker is SERVING (each marks it with a file), ``/healthz`` when every worker runs and
+its liveness heartbeat is fresh (each worker touches a file after every round of
+self-checks of its own listeners: a loopback check from here could reach any worker).
 SIGTERM is forwarded; each worker drains as a single process would. A worker that
 dies unexpectedly takes the whole set down (exit 1) so Kubernetes restarts the pod.
 """
@@ -20,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from extauthz.config import Config
+from extauthz.server.liveness import heartbeat_fresh, liveness_timings
 
 log = structlog.get_logger("extauthz.workers")
 
@@ -48,13 +53,16 @@ def run_workers(config: Config, count: int) -> int:
     """Start ``count`` workers and supervise them until SIGTERM/SIGINT or a failure."""
     if config.source is None:
         raise ValueError("workers mode needs a config file")
-    if config.listen.grpc.endswith(":0"):
-        print("extauthz: --workers needs a fixed listen.grpc port", file=sys.stderr)
-        return 2
+    for key in ("grpc", "http_authz"):
+        address = getattr(config.listen, key)
+        if address is not None and address.endswith(":0"):
+            print(f"extauthz: --workers needs a fixed listen.{key} port", file=sys.stderr)
+            return 2
     state = Path(tempfile.mkdtemp(prefix="extauthz-workers-"))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(state), WORKER_DIR_ENV: str(state)}
     command = [sys.executable, "-m", "extauthz", "serve", "--config", str(config.source),
                "--worker"]  # fmt: skip
+    started = time.time()
     children = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
     log.info("workers_started", pids=[c.pid for c in children])
 
@@ -67,10 +75,17 @@ def run_workers(config: Config, count: int) -> int:
     def ready() -> bool:
         return all(c.poll() is None and (state / f"ready-{c.pid}").exists() for c in children)
 
+    timings = liveness_timings()
+
+    def live() -> bool:
+        return all(
+            c.poll() is None and heartbeat_fresh(state / f"live-{c.pid}", started, timings)
+            for c in children
+        )
+
     http = None
     if config.listen.http:
-        http = HttpEndpoints(config.listen.http, ready=ready,
-                             live=lambda: all(c.poll() is None for c in children))  # fmt: skip
+        http = HttpEndpoints(config.listen.http, ready=ready, live=live)
         http.start()
     stop = threading.Event()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 from envoy_harness import free_port
 
 from extauthz.client import check
+from extauthz.server.liveness import INTERVAL_ENV
 
 
 def get(url: str) -> tuple[int, str]:
@@ -65,6 +68,79 @@ def test_two_workers_share_the_port_and_metrics_add_up(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def children_of(pid: int) -> list[int]:
+    """The worker processes of the supervisor ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_share_the_http_listener_and_a_frozen_worker_fails_liveness(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    """Both listeners are shared; the supervisor's /healthz follows each worker's
+    heartbeat, so a worker that stops answering (SIGSTOP) makes the pod unlive."""
+    grpc_port, authz_port, http_port = free_port(), free_port(), free_port()
+    path = write_config(
+        listen={"grpc": f"127.0.0.1:{grpc_port}", "http_authz": f"127.0.0.1:{authz_port}",
+                "http": f"127.0.0.1:{http_port}"},
+        shutdown={"drain_seconds": 0.2, "grace_seconds": 2},
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extauthz", "serve", "--config", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, INTERVAL_ENV: "0.2"},
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while get(base + "/readyz")[0] != 200:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.2)
+        token = mint_token()
+        for _ in range(20):  # a fresh connection each: the kernel spreads them
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{authz_port}/orders",
+                headers={"authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["x-auth-subject"] == "alice"
+        text = get(base + "/metrics")[1]
+        assert 'extauthz_checks_total{decision="allow",reason="ok",transport="http"} 20.0' in text
+        assert get(base + "/healthz")[0] == 200
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while get(base + "/healthz")[0] != 503:
+            assert time.monotonic() < deadline, "a frozen worker never failed liveness"
+            time.sleep(0.1)
+        os.kill(workers[0], signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while get(base + "/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "a thawed worker never became live again"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
