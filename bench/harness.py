@@ -275,8 +275,8 @@ def token(keys: Keys, subject: str, sig: str = "RS256", enc: str | None = "RSA-O
 
 def write_config(
     directory: Path, *, grpc_port: int, http_port: int | None = None,
-    http_authz_port: int | None = None, cache_entries: int = 10000, cache_ttl: int = 300,
-    decisions: str = "all",
+    http_authz_port: int | None = None, http_metadata: bool = True,
+    cache_entries: int = 10000, cache_ttl: int = 300, decisions: str = "all",
     level: str = "info", threads: int | None = None,
     enc_dir: Path | None = None, sig_dir: Path | None = None,
 ) -> Path:  # fmt: skip
@@ -302,6 +302,8 @@ def write_config(
         config["listen"]["http"] = f"127.0.0.1:{http_port}"
     if http_authz_port is not None:
         config["listen"]["http_authz"] = f"127.0.0.1:{http_authz_port}"
+        if not http_metadata:
+            config["listen"]["http_authz_metadata"] = False
     if threads is not None:
         config["server"] = {"threads": threads}
     path = directory / f"config-{grpc_port}.yaml"
@@ -394,20 +396,22 @@ def extauthz(
     workdir: Path, *, workers: int = 1, decisions: str = "deny", level: str = "info",
     cache_entries: int = 10000, cache_ttl: int = 300, log: Path | None = None,
     threads: int | None = None, extra_env: dict[str, str] | None = None,
-    knobs: dict[str, Any] | None = None, http_authz: bool = False,
+    knobs: dict[str, Any] | None = None, http_authz: bool = False, http_metadata: bool = True,
 ) -> Iterator[Server]:  # fmt: skip
     """Run ``python -m extauthz serve`` on the keys of ``workdir`` until the block exits.
 
     Its stdout (the JSON decision log) goes to ``log`` (default: /dev/null): the cost of
     formatting and writing each line counts, a terminal's does not. ``knobs`` runs it
     through ``bench/_patched_serve.py`` (experimental settings, see there).
-    ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``).
+    ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``);
+    ``http_metadata: False`` turns its ``x-extauthz-*`` headers off.
     """
     port = free_port()
     http_port = free_port() if workers > 1 else None
     authz_port = free_port() if http_authz else None
     config = write_config(workdir, grpc_port=port, http_port=http_port,
-                          http_authz_port=authz_port, cache_entries=cache_entries,
+                          http_authz_port=authz_port, http_metadata=http_metadata,
+                          cache_entries=cache_entries,
                           cache_ttl=cache_ttl, decisions=decisions, level=level,
                           threads=threads)  # fmt: skip
     command = [PYTHON, "-m", "extauthz", "serve", "--config", str(config)]

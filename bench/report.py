@@ -106,7 +106,8 @@ def markdown() -> str:
 
 
 COLORS = {"none": "#999999", "jwt_authn": "#4c72b0", "allow-all": "#dd8452",
-          "allow-all parsed": "#f1b27c", "extauthz": "#55a868"}  # fmt: skip
+          "allow-all parsed": "#f1b27c", "extauthz": "#55a868",
+          "extauthz no metadata": "#8fd19e"}  # fmt: skip
 
 
 def chart(path: Path) -> None:
