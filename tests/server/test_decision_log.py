@@ -102,3 +102,64 @@ def test_deny_only_and_sampled_modes(
     denies = sum(len(check(auth, {})) for _ in range(3))
     assert allows == allows_logged
     assert denies == 3  # denies are always logged
+
+
+def test_both_transports_write_the_same_line_but_for_the_transport_field(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    import http.client
+
+    from extauthz.server.app import App
+
+    app = App(
+        config_mod.load(write_config(listen={"grpc": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}))
+    )
+    app.start()
+    try:
+        assert app.store.wait_ready(5)
+        assert app.http_authz is not None
+        headers = {"authorization": f"Bearer {mint_token()}", "x-request-id": "req-9",
+                   "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}  # fmt: skip
+        (over_grpc,) = check(app.authorizer, headers)
+        with capture_logs() as logs:
+            conn = http.client.HTTPConnection("127.0.0.1", app.http_authz.port, timeout=5)
+            conn.request("GET", "/orders?x=1", headers=headers)
+            assert conn.getresponse().status == 200
+            conn.close()
+        (over_http,) = [line for line in logs if line["event"] == "check"]
+    finally:
+        app.stop_now()
+    assert (over_grpc["transport"], over_http["transport"]) == ("grpc", "http")
+    ignore = {"transport", "latency_us"}
+    assert {k: v for k, v in over_http.items() if k not in ignore} == {
+        k: v for k, v in over_grpc.items() if k not in ignore
+    }
+
+
+def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> None:
+    import io
+    import logging
+    import threading
+
+    import structlog
+
+    from extauthz import logging as logging_mod
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    streams: list[io.TextIOWrapper] = []
+    try:
+        for index in range(5):
+            streams.append(open(tmp_path / f"log{index}", "w", encoding="utf-8"))  # noqa: SIM115
+            logging_mod.configure("info", "json", stream=streams[-1])
+        flushers = [t for t in threading.enumerate() if t.name == "log-flush"]
+        assert len(flushers) == 1
+        structlog.get_logger("t").info("written", n=1)
+        logging_mod._FLUSHER.flush()
+        assert b'"written"' in (tmp_path / "log4").read_bytes()
+    finally:
+        logging_mod._FLUSHER.attach(None)
+        structlog.reset_defaults()
+        root.handlers[:], root.level = saved[0], saved[1]
+        for stream in streams:
+            stream.close()
