@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -551,8 +552,10 @@ class RuleConfig(_Model):
 
     name: Text
     path_prefix: Text | None = None
-    path_exact: Text | None = Field(default=None, alias="path")
-    """Exactly this path."""
+    path_exact: Text | None = Field(
+        default=None, validation_alias=AliasChoices("path", "path_exact")
+    )
+    """Exactly this path (``path``; ``path_exact`` is accepted as well)."""
     path_regex: Text | None = None
     """RE2 syntax (linear time), matched against the whole normalized path."""
     methods: Annotated[Strings, AfterValidator(_upper)] = ()
@@ -899,6 +902,9 @@ def load(path: Path) -> Config:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the config file, generated from the model."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
+    # the second spelling of an exact path, accepted by the model, is valid in editors too
+    rule = schema["$defs"]["RuleConfig"]["properties"]
+    rule["path_exact"] = {**rule["path"], "description": "Same as path.", "deprecated": True}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,
