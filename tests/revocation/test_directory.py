@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from extauthz import config as config_mod
 from extauthz.revocation.directory import DirectoryListSource
+from extauthz.revocation.service import Revocation
 from extauthz.revocation.store import BY_JTI, RevocationStore
 
 ISS = "https://idp.example.test"
@@ -119,3 +122,26 @@ def test_the_background_thread_polls_until_stopped(tmp_path: Path) -> None:
         assert source.alive()
     finally:
         source.stop()
+
+
+def test_the_config_builds_a_directory_source(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    root = tmp_path / "revoked"
+    root.mkdir()
+    (root / "a.json").write_text(doc("a"))
+    revocation = {"sources": [{"directory": str(root), "interval_seconds": 0.05}],
+                  "max_entries": 5}  # fmt: skip
+    built = Revocation.from_config(config_mod.load(write_config(revocation=revocation)))
+    assert built is not None
+    assert built.store.max_entries == 5
+    (source,) = built.sources
+    assert isinstance(source, DirectoryListSource)
+    built.start()
+    try:
+        assert built.wait_ready(5)
+        assert revoked(built.store, "a")
+        assert built.dead() == []
+    finally:
+        built.stop()
+    assert Revocation.from_config(config_mod.load(write_config())) is None
