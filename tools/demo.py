@@ -6,14 +6,21 @@ signing key for a pretend identity provider), writes a config based on
 ``examples/envoy/envoy.yaml``, then prints curl commands with a valid nested JWE,
 an expired one and a tampered one — and runs them once to show the answers.
 Ctrl-C stops everything. ``--once`` runs the checks and exits (used by the tests).
+
+Envoy listens on 127.0.0.1:10000; ``--port N`` or ``DEMO_PORT=N`` picks another port
+(``0``: any free one). A port already in use stops the demo at once with a message that
+says so, before anything is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +38,7 @@ from envoy_harness import EchoUpstream, EnvoyProcess, free_port, http_get  # noq
 from extauthz import mint  # noqa: E402
 from extauthz.client import check as grpc_check  # noqa: E402
 
+DEFAULT_PORT = 10000
 ISSUER = "https://idp.example.test"
 AUDIENCE = "api://orders"
 PRIVATE = ("d", "p", "q", "dp", "dq", "qi")
@@ -112,12 +120,55 @@ def show(url: str, label: str, token: str | None, path: str = "/orders/42") -> i
     return status
 
 
-def main() -> int:
+class PortError(SystemExit):
+    """The demo port cannot be used; the message says why and what to do."""
+
+
+def demo_port(value: str | None) -> int:
+    """The port from ``--port`` or ``DEMO_PORT`` (default 10000), checked as a number."""
+    raw = value if value is not None else os.environ.get("DEMO_PORT", str(DEFAULT_PORT))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise PortError(f"demo port {raw!r} is not a number (DEMO_PORT or --port)") from None
+    if not 0 <= port <= 65535:
+        raise PortError(f"demo port {port} is out of range (0-65535)")
+    return port
+
+
+def ensure_free(port: int, host: str = "127.0.0.1") -> None:
+    """Fail fast, and plainly, when something already listens on the demo port."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise PortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise PortError(
+                f"port {port} on {host} is already in use (another `make run`?).\n"
+                f"Stop it, or pick another port:  DEMO_PORT={port + 1} make run"
+                f"   (or: python tools/demo.py --port {port + 1})"
+            ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start everything, print the curl commands, run them once, wait for Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="run the checks and exit")
     parser.add_argument("--workdir", default=str(ROOT / ".run" / "demo"))
-    args = parser.parse_args()
+    parser.add_argument(
+        "--port",
+        help=f"Envoy's port (default: $DEMO_PORT, else {DEFAULT_PORT}; 0: any free port)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        listen_port = demo_port(args.port)
+        ensure_free(listen_port)
+    except PortError as exc:
+        print(f"demo: {exc.code}", file=sys.stderr)
+        return 2
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     enc, sig = write_keys(workdir)
@@ -132,7 +183,6 @@ def main() -> int:
     )
     try:
         wait_ready(address, proc)
-        listen_port = 10000 if not args.once else 0
         (workdir / "envoy").mkdir(exist_ok=True)
         with EchoUpstream() as upstream:
             envoy_ctx = EnvoyProcess(
@@ -163,13 +213,34 @@ def main() -> int:
                     print(f"  # {name} token -> {expect}")
                     print(f'  curl -si {envoy.url}/orders/42 -H "{header}"\n')
                 print(f"  # no token -> 401 missing_token\n  curl -si {envoy.url}/orders/42\n")
+                activate = f". {shlex.quote(str(Path(sys.executable).parent / 'activate'))}"
+                check_command = (
+                    f"extauthz check --address {address} --path /orders/42 "
+                    f'--token "$(cat {shlex.quote(str(workdir / "valid.jwe"))})"'
+                )
+                print("extauthz itself, without Envoy (the command is in the virtualenv):\n")
+                print(f"  {activate}\n  {check_command}\n")
                 results = [
                     show(envoy.url, "valid nested JWE", toks["valid"]),
                     show(envoy.url, "expired token", toks["expired"]),
                     show(envoy.url, "tampered token", toks["tampered"]),
                     show(envoy.url, "no token", None),
                 ]
-                ok = results == [200, 401, 401, 401]
+                # the printed `extauthz check` line, run as a reader would paste it
+                pasted = subprocess.run(
+                    ["sh", "-c", f"{activate} && {check_command}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                print(f"\n== extauthz check (valid token): exit {pasted.returncode}")
+                try:
+                    decision = json.loads(pasted.stdout)
+                    print(f"   decision: {decision['decision']}, {decision['metadata']['reason']}")
+                except (ValueError, KeyError, TypeError):
+                    print(f"   {(pasted.stdout + pasted.stderr).strip()[:300]}")
+                ok = results == [200, 401, 401, 401] and pasted.returncode == 0
                 print(f"\n{'all as expected' if ok else 'UNEXPECTED RESULTS'}: {results}")
                 if args.once:
                     return 0 if ok else 1
