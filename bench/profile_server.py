@@ -39,8 +39,12 @@ CENTRES: list[tuple[str, str]] = [
     ("metrics (prometheus_client)", r"prometheus_client|extauthz/metrics\.py"),
     ("answer rendering (CheckResponse / HTTP bytes, memoized per decision)",
      r"AnswerMemo|to_response \(extauthz|render \(extauthz"),
-    ("JWE decrypt (joserfc/cryptography)", r"joserfc/(_rfc7516|jwe)|decrypt"),
-    ("JWS verify (joserfc/cryptography)", r"joserfc/(_rfc7515|jws|jwt)|verify"),
+    ("strict JSON of headers and claims (keys/material.py strict_json_loads)",
+     r"strict_json_loads"),
+    ("base64url checks (pipeline/tokens.py b64decode)", r"b64decode \(extauthz"),
+    ("JWE decrypt (joserfc/cryptography)", r"joserfc/(_rfc7516|jwe\.py)|jwe_algs|jwe_encs"),
+    ("JWS verify (joserfc/cryptography)", r"joserfc/(_rfc7515|jws\.py|jwt\.py)|jws_algs"),
+    ("other joserfc (key objects, registries)", r"joserfc/"),
     ("protobuf parse (CheckRequest)", r"FromString|ParseFromString"),
     ("request -> CheckInput (to_input)", r"to_input \(extauthz"),
     ("pipeline (evaluate, cache, policy)", r"extauthz/pipeline"),
@@ -89,7 +93,10 @@ def summarise(collapsed: str, top: int = 15) -> str:
                 break
         else:
             centres["other"] += count
-    lines = [f"{total} samples", "", "| cost centre | share of samples |", "|---|---:|"]
+    jose = sum(n for name, n in centres.items() if "joserfc" in name)
+    lines = [f"{total} samples; joserfc + cryptography {jose / max(total, 1):.1%}, "
+             f"everything else {1 - jose / max(total, 1):.1%}", "",
+             "| cost centre | share of samples |", "|---|---:|"]  # fmt: skip
     lines += [f"| {name} | {n / total:.1%} |" for name, n in centres.most_common()]
     lines += ["", "| function (own time) | share |", "|---|---:|"]
     lines += [f"| `{f}` | {n / total:.1%} |" for f, n in own.most_common(top)]
