@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from envoy_harness import EnvoyProcess, render_bootstrap
+from envoy_harness import EnvoyProcess, render
 
 Bootstrap = dict[str, Any]
 
@@ -137,6 +137,31 @@ def add_check_retries(doc: Bootstrap, retries: int = 5) -> None:
     }
 
 
+def set_http_endpoints(doc: Bootstrap, ports: Sequence[tuple[int, int]]) -> None:
+    """HTTP-mode bootstrap: one endpoint per ``(authorization port, health port)``."""
+    set_endpoints(doc, [port for port, _ in ports])
+    for endpoint, (_, health) in zip(
+        cluster(doc)["load_assignment"]["endpoints"][0]["lb_endpoints"], ports, strict=True
+    ):
+        endpoint["endpoint"]["health_check_config"] = {"port_value": health}
+
+
+def tighten_http_health_checks(doc: Bootstrap, interval: str = "0.1s") -> None:
+    """HTTP-mode bootstrap: ``/readyz`` checked every ``interval``."""
+    for check in cluster(doc)["health_checks"]:
+        check.update(interval=interval, no_traffic_interval=interval, timeout="0.5s")
+
+
+def add_http_check_retries(doc: Bootstrap, retries: int = 5) -> None:
+    """HTTP-mode bootstrap: retry a Check refused or reset by a replica, elsewhere."""
+    cluster(doc)["circuit_breakers"] = {"thresholds": [{"max_retries": 1024}]}
+    ext_authz_filter(doc)["http_service"]["retry_policy"] = {
+        "retry_on": "connect-failure,reset",
+        "num_retries": retries,
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.1s"},
+    }
+
+
 class VariantEnvoy(EnvoyProcess):
     """:class:`EnvoyProcess` whose rendered bootstrap is changed by ``transform`` first."""
 
@@ -148,8 +173,8 @@ class VariantEnvoy(EnvoyProcess):
         self._transform = transform
 
     def bootstrap_text(self) -> str:
-        """The example rendered, loaded, transformed and dumped again."""
-        doc = yaml.safe_load(render_bootstrap(**self._values))
+        """The example (``template``) rendered, loaded, transformed and dumped again."""
+        doc = yaml.safe_load(render(self.template.read_text(), self._values))
         self._transform(doc)
         return str(yaml.safe_dump(doc, sort_keys=False))
 

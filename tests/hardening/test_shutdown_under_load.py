@@ -35,14 +35,17 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy_harness import EchoUpstream, free_port, http_get
+from envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, free_port, http_get
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hardening.envoy_variants import (
     Bootstrap,
     VariantEnvoy,
     add_check_retries,
     add_health_checks,
+    add_http_check_retries,
     set_endpoints,
+    set_http_endpoints,
+    tighten_http_health_checks,
 )
 from service_client import wait_for
 
@@ -66,10 +69,15 @@ class Replica:
 
     def __init__(self, workdir: Path, name: str, config: dict[str, Any]) -> None:
         self.port = free_port()
+        self.http_authz_port = free_port()
+        self.http_port = free_port()
         self.name = name
         self.config_path = workdir / f"{name}.yaml"
         self.log_path = workdir / f"{name}.log"
-        data = {**config, "listen": {"grpc": f"127.0.0.1:{self.port}"}}
+        data = {**config, "listen": {
+            "grpc": f"127.0.0.1:{self.port}", "http_authz": f"127.0.0.1:{self.http_authz_port}",
+            "http": f"127.0.0.1:{self.http_port}",
+        }}  # fmt: skip
         self.config_path.write_text(json.dumps(data))  # JSON is YAML
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -308,6 +316,101 @@ def test_sigterm_under_load_fails_no_request_and_exits_zero(
     if mechanism == "health-checks":
         assert healthy_after == 1
     assert any(e.get("event") == "stopped" for e in events)
+
+
+def http_check(port: int, token: str, timeout: float = 5.0) -> str:
+    """One request straight to a replica's HTTP listener: ``allow``/``deny``/an error."""
+    try:
+        status, _, _ = http_get(
+            f"http://127.0.0.1:{port}/orders", {"authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )  # fmt: skip
+    except OSError as exc:
+        return type(exc).__name__
+    return "allow" if status == 200 else f"status {status}"
+
+
+def test_sigterm_under_load_over_http_fails_no_request_and_exits_zero(
+    tmp_path: Path, replicas: list[Replica], mint_token: Callable[..., str],
+    key_dirs: Path, sig_jwk: dict[str, Any],
+) -> None:  # fmt: skip
+    """The same sequence with Envoy's HTTP protocol: /readyz health checks every 100 ms,
+    retries on reset; each answer while draining closes its connection."""
+    victim, survivor = replicas
+    token = mint_token()
+    pbes2_key = json.loads((key_dirs / "keys" / "decrypt" / "pbes2.json").read_text())
+    slow_tokens = [
+        mint.encrypt(
+            mint.sign(mint.claims_for("https://idp.example.test", "api://orders", "slow",
+                                      extra={"jti": f"slow-http-{n}"}), sig_jwk),
+            pbes2_key, alg="PBES2-HS256+A128KW", header={"p2c": SLOW_P2C},
+        )
+        for n in range(SLOW_CHECKS)
+    ]  # fmt: skip
+
+    def transform(doc: Bootstrap) -> None:
+        set_http_endpoints(doc, [(r.http_authz_port, r.http_port) for r in (victim, survivor)])
+        tighten_http_health_checks(doc)
+        add_http_check_retries(doc)
+
+    with EchoUpstream() as upstream, VariantEnvoy(
+        tmp_path / "envoy", transform=transform, extauthz_port=victim.http_authz_port,
+        upstream_port=upstream.port, EXTAUTHZ_TIMEOUT="2s", template=HTTP_BOOTSTRAP_TEMPLATE,
+    ) as envoy:  # fmt: skip
+        assert wait_for(lambda: envoy.stat("cluster.extauthz.membership_healthy") == 2, 10)
+        time.sleep(0.3)
+        direct: Counter[str] = Counter()
+        slow: list[str] = []
+        with Load(envoy.url, token) as load:
+            assert wait_for(lambda: load.total >= 200, 15)
+            assert victim.proc is not None
+            sent = time.monotonic()
+            victim.proc.send_signal(signal.SIGTERM)
+            assert wait_for(
+                lambda: http_get(f"http://127.0.0.1:{victim.http_port}/readyz")[0] == 503, 1.0
+            )
+            while time.monotonic() - sent < DRAIN - 0.4:
+                direct[http_check(victim.http_authz_port, token)] += 1
+            threads = [
+                threading.Thread(
+                    target=lambda t=t: slow.append(http_check(victim.http_authz_port, t))
+                )
+                for t in slow_tokens
+            ]
+            for thread in threads:
+                thread.start()
+            code = victim.proc.wait(DRAIN + GRACE + 5)
+            exited_after = time.monotonic() - sent
+            for thread in threads:
+                thread.join(10)
+            after = http_check(victim.http_authz_port, token, timeout=1)
+            seen = load.total
+            assert wait_for(lambda: load.total >= seen + 100, 15)
+    events = victim.events()
+    draining = next(e for e in events if e.get("event") == "draining")
+    stop_began = _instant(draining["timestamp"]) + DRAIN
+    late = [
+        e for e in events
+        if e.get("event") == "check" and e.get("sub") == "slow"
+        and e.get("transport") == "http" and _instant(e["timestamp"]) > stop_began
+    ]  # fmt: skip
+    figures = {
+        "outcomes": dict(load.outcomes),
+        "direct": dict(direct),
+        "slow": slow,
+        "slow_completed_after_stop_began": len(late),
+        "exit_code": code,
+        "exited_after_s": round(exited_after, 2),
+        "after": after,
+    }
+    print("shutdown figures (http):", json.dumps(figures))
+    assert code == 0
+    assert exited_after <= DRAIN + GRACE + 1.0
+    assert load.total - load.outcomes["ok"] == 0, figures  # no client saw a failure
+    assert set(direct) == {"allow"}, figures  # answered while draining
+    assert slow == ["allow"] * SLOW_CHECKS, figures  # in flight at stop: completed
+    assert len(late) >= 1, figures  # some were in flight when the listener stopped
+    assert after == "ConnectionRefusedError"
 
 
 def _instant(timestamp: str) -> float:
