@@ -122,3 +122,21 @@ def test_a_bad_version_keeps_the_last_good_list(
     kube.store.put_configmap(NS, "revoked", {"revoked.json": doc("b")})
     assert wait(store, lambda: revoked(store, "b"))
     assert not revoked(store, "a")
+
+
+def test_an_api_outage_keeps_the_list_and_counts_an_error(
+    kube: FakeKube, start: Callable[..., RevocationStore]
+) -> None:
+    kube.store.put_configmap(NS, "revoked", {"revoked.json": doc("a")})
+    store = start(names=("revoked",))
+    assert store.wait_ready(5)
+    errors = reloads("error")
+    kube.outage("refuse")
+    try:
+        assert wait_for(lambda: reloads("error") > errors, 5)
+        assert revoked(store, "a")
+        assert store.ready
+    finally:
+        kube.recover()
+    kube.store.put_configmap(NS, "revoked", {"revoked.json": doc("a", "b")})
+    assert wait(store, lambda: revoked(store, "b"), 10)
