@@ -123,14 +123,13 @@ class Tables:
 
 
 def _union(maps: list[Mapping[_K, float]]) -> dict[_K, float]:
+    # bulk updates run in C; only keys present in several objects are compared here
     out: dict[_K, float] = {}
     for source in maps:
-        if not out:
-            out.update(source)
-            continue
-        for key, value in source.items():
-            if value > out.get(key, -1.0):
-                out[key] = value
+        common = source.keys() & out.keys()  # a set the size of source, not of out
+        keep = {key: out[key] for key in common if out[key] > source[key]}
+        out.update(source)
+        out.update(keep)
     return out
 
 
