@@ -52,12 +52,13 @@ def ext_authz_filter(doc: Bootstrap) -> dict[str, Any]:
 
 
 def add_mtls(
-    doc: Bootstrap, *, cert_file: Path, key_file: Path, ca_file: Path, server_name: str
-) -> None:
+    doc: Bootstrap, *, cert_file: Path, key_file: Path, ca_file: Path, server_name: str,
+    alpn: str = "h2",
+) -> None:  # fmt: skip
     """TLS from Envoy to extauthz: present ``cert_file``, trust ``ca_file``, pin the SAN.
 
-    ALPN ``h2`` because gRPC over TLS negotiates HTTP/2 (grpc-core refuses a TLS
-    connection without it).
+    ALPN ``h2`` for gRPC (grpc-core refuses a TLS connection without it); ``http/1.1``
+    for the HTTP authorization protocol.
     """
     cluster(doc)["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
@@ -66,7 +67,7 @@ def add_mtls(
             "UpstreamTlsContext",
             "sni": server_name,
             "common_tls_context": {
-                "alpn_protocols": ["h2"],
+                "alpn_protocols": [alpn],
                 "tls_certificates": [
                     {
                         "certificate_chain": {"filename": str(cert_file)},
@@ -193,4 +194,4 @@ def limit_requests_per_connection(doc: Bootstrap, requests: int) -> None:
     options = cluster(doc)["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
-    options["common_http_protocol_options"] = {"max_requests_per_connection": requests}
+    options.setdefault("common_http_protocol_options", {})["max_requests_per_connection"] = requests

@@ -1,7 +1,8 @@
-"""TLS and mTLS on the gRPC listener, through a real Envoy with an mTLS cluster.
+"""TLS and mTLS on both authorization listeners, through a real Envoy with an mTLS
+cluster: every test runs over gRPC and over Envoy's HTTP protocol (``listen.tls``
+applies to both listeners).
 
-Behaviours (SPEC §7 "optional TLS / mTLS on the gRPC listener, certificates reloaded
-when the files change"):
+Behaviours (optional TLS / mTLS, certificates reloaded when the files change):
 
 - Envoy, presenting a client certificate of the trusted CA, gets allow and deny
   decisions over TLS (the handshake counters prove TLS was used);
@@ -23,6 +24,7 @@ Envoy itself performs many handshakes across each rotation.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -34,11 +36,12 @@ import grpc
 import pytest
 import trustme
 from cryptography import x509
-from envoy_harness import EchoUpstream, http_get
+from envoy_harness import BOOTSTRAP_TEMPLATE, HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, http_get
 from hardening.envoy_variants import (
     Bootstrap,
     VariantEnvoy,
     add_mtls,
+    cluster,
     limit_requests_per_connection,
 )
 from service_client import wait_for
@@ -116,8 +119,14 @@ def presented_serial(port: int, trust: Path, client: tuple[Path, Path]) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def direct_check(port: int, trust: bytes | None, client: trustme.LeafCert | None = None) -> str:
-    """One Check on a fresh channel (a new handshake): ``"answered"`` or the gRPC code."""
+def direct_check(
+    port: int, trust: bytes | None, client: trustme.LeafCert | None = None,
+    transport: str = "grpc",
+) -> str:  # fmt: skip
+    """One Check on a fresh connection (a new handshake): ``"answered"``, or the gRPC
+    code (``UNAVAILABLE`` over HTTP too, when the handshake or connection fails)."""
+    if transport == "http":
+        return _direct_http_check(port, trust, client)
     if trust is None:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     else:
@@ -143,6 +152,24 @@ def direct_check(port: int, trust: bytes | None, client: trustme.LeafCert | None
         return "answered"
     finally:
         channel.close()
+
+
+def _direct_http_check(port: int, trust: bytes | None, client: trustme.LeafCert | None) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+        try:
+            if trust is None:
+                raw.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                answer = raw.recv(100)
+            else:
+                context = ssl.create_default_context(cadata=trust.decode())
+                if client is not None:
+                    client.configure_cert(context)
+                with context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                    answer = tls.recv(100)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return "UNAVAILABLE"
+    return "answered" if answer.startswith(b"HTTP/1.1 401 ") else "UNAVAILABLE"
 
 
 class Traffic:
@@ -231,10 +258,25 @@ def envoy_client(tmp_path: Path, ca: trustme.CA, new_ca: trustme.CA) -> dict[str
     }
 
 
+@pytest.fixture(params=["grpc", "http"])
+def transport(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+def authz_port(app: App, transport: str) -> int:
+    """The port of ``app``'s authorization listener for ``transport``."""
+    if transport == "grpc":
+        return app.grpc_port
+    assert app.http_authz is not None
+    return app.http_authz.port
+
+
 @pytest.fixture
 def tls_app(write_config: Callable[..., Path], mounted: MountedTls) -> Iterator[App]:
     path = write_config(listen={
         "grpc": "127.0.0.1:0",
+        "http_authz": "127.0.0.1:0",
         "tls": {"cert_file": str(mounted.cert_file), "key_file": str(mounted.key_file),
                 "client_ca_file": str(mounted.ca_file)},
     })  # fmt: skip
@@ -246,15 +288,22 @@ def tls_app(write_config: Callable[..., Path], mounted: MountedTls) -> Iterator[
 
 
 @pytest.fixture
-def envoy(tmp_path: Path, tls_app: App, envoy_client: dict[str, Path]) -> Iterator[VariantEnvoy]:
+def envoy(
+    tmp_path: Path, tls_app: App, envoy_client: dict[str, Path], transport: str
+) -> Iterator[VariantEnvoy]:
     def transform(doc: Bootstrap) -> None:
         add_mtls(doc, cert_file=envoy_client["cert"], key_file=envoy_client["key"],
-                 ca_file=envoy_client["trust"], server_name=SERVER_NAME)  # fmt: skip
+                 ca_file=envoy_client["trust"], server_name=SERVER_NAME,
+                 alpn="h2" if transport == "grpc" else "http/1.1")  # fmt: skip
         limit_requests_per_connection(doc, 8)
+        # the HTTP example health-checks the plaintext /readyz port, which an mTLS
+        # cluster cannot reach: this test has one replica and needs none
+        cluster(doc).pop("health_checks", None)
 
+    template = BOOTSTRAP_TEMPLATE if transport == "grpc" else HTTP_BOOTSTRAP_TEMPLATE
     with EchoUpstream() as upstream, VariantEnvoy(
-        tmp_path / "envoy", transform=transform,
-        extauthz_port=tls_app.grpc_port, upstream_port=upstream.port,
+        tmp_path / "envoy", transform=transform, template=template,
+        extauthz_port=authz_port(tls_app, transport), upstream_port=upstream.port,
     ) as proxy:  # fmt: skip
         yield proxy
 
@@ -277,34 +326,36 @@ def test_envoy_gets_decisions_over_mtls(
 
 
 def test_clients_without_a_trusted_certificate_are_refused(
-    tls_app: App, ca: trustme.CA, new_ca: trustme.CA
+    tls_app: App, ca: trustme.CA, new_ca: trustme.CA, transport: str
 ) -> None:
     """No certificate, another CA's certificate, or plaintext: refused at the handshake."""
     trust = ca.cert_pem.bytes()
-    port = tls_app.grpc_port
-    assert direct_check(port, trust, ca.issue_cert("client.test")) == "answered"
-    assert direct_check(port, trust, None) == "UNAVAILABLE"
-    assert direct_check(port, trust, new_ca.issue_cert("client.test")) == "UNAVAILABLE"
-    assert direct_check(port, None) == "UNAVAILABLE"
+    port = authz_port(tls_app, transport)
+    check = functools.partial(direct_check, port, transport=transport)
+    assert check(trust, ca.issue_cert("client.test")) == "answered"
+    assert check(trust, None) == "UNAVAILABLE"
+    assert check(trust, new_ca.issue_cert("client.test")) == "UNAVAILABLE"
+    assert check(None) == "UNAVAILABLE"
 
 
 @pytest.mark.slow
 def test_certificate_rotation_under_traffic_fails_no_request(
     envoy: VariantEnvoy, tls_app: App, mounted: MountedTls, ca: trustme.CA,
-    envoy_client: dict[str, Path], mint_token: Callable[..., str],
+    envoy_client: dict[str, Path], mint_token: Callable[..., str], transport: str,
 ) -> None:  # fmt: skip
     """A new certificate of the same CA, swapped in while Envoy sends Checks: no failed
     request, and new handshakes (Envoy's and ours) use the new certificate."""
     client = (envoy_client["cert"], envoy_client["key"])
     trust = envoy_client["trust"]
-    first = presented_serial(tls_app.grpc_port, trust, client)
+    first = presented_serial(authz_port(tls_app, transport), trust, client)
     with Traffic(envoy.url, mint_token()) as traffic:
         assert wait_for(lambda: traffic.total >= 30, 10)
         handshakes_before = envoy.stat("cluster.extauthz.ssl.handshake")
         leaf = ca.issue_cert(SERVER_NAME)
         mounted.publish(leaf, [ca])
         assert wait_for(
-            lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3
+            lambda: presented_serial(authz_port(tls_app, transport), trust, client) == serial(leaf),
+            3,
         )
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 60, 15)
@@ -318,6 +369,7 @@ def test_certificate_rotation_under_traffic_fails_no_request(
 def test_ca_rotation_in_the_documented_order_fails_no_request(
     envoy: VariantEnvoy, tls_app: App, mounted: MountedTls, ca: trustme.CA,
     new_ca: trustme.CA, envoy_client: dict[str, Path], mint_token: Callable[..., str],
+    transport: str,
 ) -> None:  # fmt: skip
     """Clients trust old+new CA (Envoy's bundle) -> the server moves to a certificate of
     the new CA and accepts client certificates of both -> the old client CA is dropped."""
@@ -329,26 +381,42 @@ def test_ca_rotation_in_the_documented_order_fails_no_request(
         leaf = new_ca.issue_cert(SERVER_NAME)
         mounted.publish(leaf, [ca, new_ca])
         assert wait_for(
-            lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3
+            lambda: presented_serial(authz_port(tls_app, transport), trust, client) == serial(leaf),
+            3,
         )
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 60, 15)
-        assert direct_check(tls_app.grpc_port, both, new_ca.issue_cert("c.test")) == "answered"
-        assert direct_check(tls_app.grpc_port, both, ca.issue_cert("c.test")) == "answered"
+        assert (
+            direct_check(
+                authz_port(tls_app, transport), both, new_ca.issue_cert("c.test"), transport
+            )
+            == "answered"
+        )
+        assert (
+            direct_check(authz_port(tls_app, transport), both, ca.issue_cert("c.test"), transport)
+            == "answered"
+        )
     assert traffic.failures == {}, traffic.outcomes
     assert envoy.stat("cluster.extauthz.ssl.connection_error") == 0
     # last step, once every client holds a certificate of the new CA
     mounted.publish(leaf, [new_ca])
     assert wait_for(
-        lambda: direct_check(tls_app.grpc_port, both, ca.issue_cert("c.test")) == "UNAVAILABLE", 3
+        lambda: (
+            direct_check(authz_port(tls_app, transport), both, ca.issue_cert("c.test"), transport)
+            == "UNAVAILABLE"
+        ),
+        3,
     )
-    assert direct_check(tls_app.grpc_port, both, new_ca.issue_cert("c.test")) == "answered"
+    assert (
+        direct_check(authz_port(tls_app, transport), both, new_ca.issue_cert("c.test"), transport)
+        == "answered"
+    )
 
 
 @pytest.mark.slow
 def test_a_half_rewritten_certificate_pair_breaks_no_handshake(
     envoy: VariantEnvoy, tls_app: App, mounted: MountedTls, ca: trustme.CA,
-    envoy_client: dict[str, Path], mint_token: Callable[..., str],
+    envoy_client: dict[str, Path], mint_token: Callable[..., str], transport: str,
 ) -> None:  # fmt: skip
     """``cp new.crt tls.crt; ...; cp new.key tls.key`` (same files, one at a time): while
     the pair does not match, handshakes keep the previous pair (grpc-core refuses a key
@@ -356,17 +424,18 @@ def test_a_half_rewritten_certificate_pair_breaks_no_handshake(
     written too, the new pair is used. No request fails."""
     client = (envoy_client["cert"], envoy_client["key"])
     trust = envoy_client["trust"]
-    old = presented_serial(tls_app.grpc_port, trust, client)
+    old = presented_serial(authz_port(tls_app, transport), trust, client)
     leaf = ca.issue_cert(SERVER_NAME)
     with Traffic(envoy.url, mint_token()) as traffic:
         assert wait_for(lambda: traffic.total >= 30, 10)
         mounted.cert_file.resolve().write_bytes(leaf.cert_chain_pems[0].bytes())
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 40, 15)  # handshakes in the gap
-        assert presented_serial(tls_app.grpc_port, trust, client) == old
+        assert presented_serial(authz_port(tls_app, transport), trust, client) == old
         mounted.key_file.resolve().write_bytes(leaf.private_key_pem.bytes())
         assert wait_for(
-            lambda: presented_serial(tls_app.grpc_port, trust, client) == serial(leaf), 3
+            lambda: presented_serial(authz_port(tls_app, transport), trust, client) == serial(leaf),
+            3,
         )
         seen = traffic.total
         assert wait_for(lambda: traffic.total >= seen + 40, 15)
