@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from envoy_harness import EchoUpstream, EnvoyProcess, free_port, http_get
+from envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, EnvoyProcess, free_port, http_get
 from hardening.envoy_variants import Bootstrap, VariantEnvoy, ext_authz_filter
 
 from extauthz import config as config_mod
@@ -117,3 +117,44 @@ def test_failure_mode_allow_true_is_a_bypass_with_spoofed_headers(tmp_path: Path
         status, _, body = http_get(envoy.url + "/admin/users", SPOOFED)
     assert status == 200
     assert upstream_saw(body)["x-auth-subject"] == "admin"
+
+
+@pytest.fixture
+def http_app(write_config: Callable[..., Path]) -> Iterator[App]:
+    listen = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
+    instance = App(config_mod.load(write_config(listen=listen)))
+    instance.start()
+    assert instance.store.wait_ready(5)
+    yield instance
+    instance.stop_now()
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_over_http_a_stripped_prefix_must_be_in_allowed_headers(
+    tmp_path: Path, http_app: App, mint_token: Callable[..., str], listed: bool
+) -> None:
+    """Over Envoy's HTTP protocol extauthz sees only the headers ``allowed_headers``
+    lists. The shipped bootstrap lists the ``x-auth-`` prefix, so a client's
+    ``x-auth-tenant`` is seen and removed; a bootstrap without that matcher lets it
+    reach the upstream on an allowed request (claim headers are removed either way:
+    extauthz names every one it does not fill)."""
+
+    def drop_prefix_matcher(doc: Bootstrap) -> None:
+        patterns = ext_authz_filter(doc)["allowed_headers"]["patterns"]
+        patterns[:] = [p for p in patterns if "prefix" not in p]
+
+    assert http_app.http_authz is not None
+    assert http_app.http is not None
+    with EchoUpstream() as upstream, VariantEnvoy(
+        tmp_path, transform=(lambda _doc: None) if listed else drop_prefix_matcher,
+        template=HTTP_BOOTSTRAP_TEMPLATE, extauthz_port=http_app.http_authz.port,
+        upstream_port=upstream.port, EXTAUTHZ_HEALTH_PORT=http_app.http.port,
+    ) as envoy:  # fmt: skip
+        headers = {"authorization": f"Bearer {mint_token()}", "x-auth-tenant": "evil", **SPOOFED}
+        status, _, body = http_get(envoy.url + "/orders", headers)
+    assert status == 200, envoy.explain()
+    seen = upstream_saw(body)
+    assert seen["x-auth-subject"] == "alice"
+    assert "x-auth-roles" not in seen
+    assert "x-auth-scope" not in seen
+    assert ("x-auth-tenant" in seen) is not listed
