@@ -372,3 +372,13 @@ def test_http_path_prefix_set_in_envoy_is_removed_by_extauthz(
             assert (status, json.loads(body)["reason"]) == (403, "insufficient_scope")
     finally:
         instance.stop_now()
+
+
+def test_non_ascii_claim_values_reach_the_upstream_alike(
+    envoy: EnvoyProcess, upstream: EchoUpstream, mint_token: Callable[..., str]
+) -> None:
+    """UTF-8 claim values arrive as the same bytes over either protocol."""
+    status, _, _ = http_get(envoy.url + "/orders", bearer(mint_token(email="josé@例え.test")))
+    assert status == 200, envoy.explain()
+    (value,) = upstream.requests[-1].header("x-auth-email")
+    assert value.encode("latin-1").decode("utf-8") == "josé@例え.test"
