@@ -289,18 +289,26 @@ class Evaluator:
     ) -> Decision | None:
         """A deny when the token is on the revocation list in force; else remember that
         it is clean under this list's generation (a cached token costs one comparison
-        until the list changes)."""
+        until the list changes). A revoked token's deny is memoized in the entry's slot
+        for this generation: replaying it costs no more than a cached allow, and the
+        edges serialize its answer once."""
         if not lists.ready:
             return self.denials.deny(Reason.NOT_READY, rule.name, "revocation lists not loaded")
+        key = (REVOKED, lists.generation, rule)
+        memo = entry.memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
         provider = entry.provider
         why = lists.match(
             digest, provider.issuer, entry.jti, entry.sub, entry.iat, now, provider.leeway_seconds
         )
         if why:
-            return self.denials.deny(
+            decision = self.denials.deny(
                 Reason(REVOKED), rule.name, why, sub=entry.sub, iss=provider.issuer,
                 kid=entry.kid, enc_kid=entry.enc_kid,
             )  # fmt: skip
+            entry.memo = (key, decision)
+            return decision
         entry.revocation = lists.generation
         return None
 

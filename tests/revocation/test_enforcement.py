@@ -220,3 +220,23 @@ def test_no_list_configured_leaves_checks_untouched(
     evaluator = Evaluator(config, sources.store)
     assert evaluator.revocation is None
     assert check(evaluator, mint_token(jti="t-1")).allowed
+
+
+def test_a_replayed_revoked_token_reuses_one_deny(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    evaluator, sink = build(write_config)
+    store = evaluator.revocation
+    assert store is not None
+    token = mint_token(jti="t-1")
+    assert check(evaluator, token).allowed
+    revoke(sink, {"jti": "t-1"})
+    counting = CountingList(store.lists)
+    store.lists = counting  # type: ignore[assignment]
+    first = check(evaluator, token)
+    assert_revoked(first)
+    for _ in range(20):
+        assert check(evaluator, token) is first  # the edges serialize it once
+    assert counting.lookups == 1
+    revoke(sink)  # lifted: the memoized deny is not used under the new generation
+    assert check(evaluator, token).allowed
