@@ -23,7 +23,9 @@ figures are CPU µs per Check with nothing else in them.
 Ratios are what to compare: the machine is shared. Raw results go to
 ``bench/results/check_cost.json``; the targets are printed at the end.
 
-``--loop cached|cached-http|unique-rsa|unique-ec --seconds S`` only runs that workload for S
+``--memory-sites N`` shows where the bytes of N cached tokens are allocated
+(tracemalloc, by the innermost extauthz frame). ``--loop
+cached|cached-http|unique-rsa|unique-ec --seconds S`` only runs that workload for S
 seconds after printing ``ready`` (tokens minted first): the target that
 ``bench/profile_server.py --inprocess`` attaches py-spy to.
 """
@@ -46,7 +48,7 @@ from joserfc.jwa import JWERegistry, JWSRegistry  # type: ignore[attr-defined]  
 
 from extauthz import mint
 from extauthz.client import build_request
-from extauthz.config import Config, LoggingConfig, ProviderConfig
+from extauthz.config import CacheConfig, Config, LoggingConfig, ProviderConfig
 from extauthz.keys.keyset import DECRYPTION, KeyStore, provider_purpose
 from extauthz.keys.material import key_from_jwk
 from extauthz.keys.sources.static import StaticSource
@@ -91,7 +93,7 @@ class Setup:
 
 
 def setup(enc_alg: str, sig_alg: str, decisions: Any = "all",
-          keys: tuple[Any, Any] | None = None) -> Setup:  # fmt: skip
+          keys: tuple[Any, Any] | None = None, cache_entries: int = 10000) -> Setup:  # fmt: skip
     """An Authorizer with one decryption and one verification key (new ones unless
     ``keys`` gives them), decision log ``decisions``."""
     enc, sig = keys or (key_from_jwk(mint.generate_jwk("enc", enc_alg, "e1"), "bench"),
@@ -104,6 +106,7 @@ def setup(enc_alg: str, sig_alg: str, decisions: Any = "all",
     config = Config(
         providers=(ProviderConfig(**provider),),
         logging=LoggingConfig(decisions=decisions),
+        cache=CacheConfig(max_entries=cache_entries, max_ttl_seconds=3600),
     )
     store = KeyStore()
     store.attach(DECRYPTION, StaticSource([enc])).publish([enc])
@@ -281,6 +284,45 @@ def loop(workload: str, seconds: float) -> None:
     print(f"checks {i} cpu_us {cpu / max(i, 1) * 1e6:.1f}", flush=True)
 
 
+def memory_sites(entries: int, top: int = 14) -> str:
+    """Where the bytes of ``entries`` cached tokens go (tracemalloc, by allocation site),
+    as a markdown table of bytes per entry."""
+    import gc
+    import linecache
+    import tracemalloc
+
+    s = setup("ECDH-ES", "ES256", "deny", cache_entries=entries)
+    wires = [build_request({"authorization": f"Bearer {s.token()}"}, "/orders/42")
+             .SerializeToString() for _ in range(entries + 1)]  # fmt: skip
+    edge = grpc_edge(s.authorizer, wires)
+    edge(entries)  # every code path warm, outside the measurement
+    gc.collect()
+    tracemalloc.start(30)
+    before = tracemalloc.take_snapshot()
+    for i in range(entries):
+        edge(i)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = after.filter_traces(filters).compare_to(before.filter_traces(filters), "traceback")
+    total = sum(stat.size_diff for stat in stats)
+    lines = [f"{entries:,} unique cached tokens (ECDH-ES + ES256, three claim headers): "
+             f"{total / entries:,.0f} B of Python allocations per entry", "",
+             "| allocated at (innermost extauthz frame) | B per entry |", "|---|---:|"]  # fmt: skip
+    by_site: dict[str, int] = {}
+    for stat in stats:
+        frames = [f for f in stat.traceback if "/extauthz/" in f.filename]
+        # a Traceback runs from the oldest frame to the most recent
+        inner = frames[-1] if frames else stat.traceback[-1]
+        code = linecache.getline(inner.filename, inner.lineno).strip()
+        where = f"{inner.filename.split('/extauthz/')[-1]}:{inner.lineno}` `{code[:70]}"
+        by_site[where] = by_site.get(where, 0) + stat.size_diff
+    for where, size in sorted(by_site.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| `{where}` | {size / entries:,.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300, help="unique tokens per round")
@@ -290,6 +332,8 @@ def main() -> None:
     parser.add_argument("--loop", choices=["cached", "cached-http", "unique-rsa", "unique-ec"],
                         help="only run this workload (for a profiler)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=8, help="--loop duration")
+    parser.add_argument("--memory-sites", type=int, metavar="N",
+                        help="only show where N cached tokens' bytes are allocated")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import harness as h
@@ -302,6 +346,9 @@ def main() -> None:
     logging.disable(logging.CRITICAL)
     if args.loop:
         loop(args.loop, args.seconds)
+        return
+    if args.memory_sites:
+        print(f"command: `{h.command_line()}`\n\n{memory_sites(args.memory_sites)}")
         return
     result: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(),
                               "args": vars(args)}  # fmt: skip

@@ -1,6 +1,7 @@
 """extauthz memory with a full token cache, and start-up time with 100 keys.
 
     python bench/memory.py [--entries 10000,100000] [--keys 100] [--repeat 3] [--http-authz]
+                           [--env NAME=VALUE ...]
 
 **Memory**: for each ``--entries`` N, start extauthz with ``cache.max_entries: N``,
 read its RSS (VmRSS of /proc/PID/status) once SERVING after a few Checks (the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -44,7 +46,8 @@ def cache_counts(http_port: int) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in pattern.finditer(text)}
 
 
-def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False) -> dict[str, Any]:
+def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False,
+         env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """RSS before and after caching ``entries`` unique tokens."""
     print(f"minting {entries:,} unique nested tokens ...", flush=True)
     started = time.perf_counter()
@@ -59,7 +62,7 @@ def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False) -
                             cache_ttl=3600, decisions="deny",
                             http_authz_port=h.free_port() if http_authz else None)  # fmt: skip
     command = [h.PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
-    proc = h.spawn(command)
+    proc = h.spawn(command, env={**os.environ, **(env or {})})
     try:
         h.wait_serving(port, proc=proc)
         # a few Checks of one token: every code path imported and warm, one entry cached
@@ -86,7 +89,8 @@ def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False) -
         "fill_misses": misses, "oldest_still_cached": final.get("hit", 0) > after.get("hit", 0),
         "mint_seconds": minted, "fill_seconds": filled,
         "command": f"python -m extauthz serve --config CONFIG (cache.max_entries: {entries}"
-                   f"{', listen.http_authz too' if http_authz else ''})",
+                   f"{', listen.http_authz too' if http_authz else ''})"
+                   + "".join(f" {k}={v}" for k, v in (env or {}).items()),
     }  # fmt: skip
 
 
@@ -127,17 +131,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--http-authz", action="store_true",
                         help="also open the HTTP authorization listener")  # fmt: skip
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the server (e.g. MALLOC_ARENA_MAX=2)")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
     out: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(), "args": vars(args),
                            "memory": [], "startup": []}  # fmt: skip
     with h.scratch("extauthz-memory-") as work:
         print("start-up ...", flush=True)
-        out["startup"] = [startup(work, 1, args.repeat), startup(work, args.keys, args.repeat)]
+        out["startup"] = [startup(work, 1, args.repeat)]
+        if args.keys > 1:
+            out["startup"].append(startup(work, args.keys, args.repeat))
         keys = h.Keys.generate(enc_algs=("ECDH-ES",), sig_algs=("RS256",))
         keys.write(work)
         for entries in (int(n) for n in args.entries.split(",")):
-            out["memory"].append(fill(work, entries, args.concurrency, args.http_authz))
+            env = dict(e.split("=", 1) for e in args.env)
+            out["memory"].append(fill(work, entries, args.concurrency, args.http_authz, env))
     path = h.save("memory", out)
     print(table(out))
     print(f"\nraw results: {path}")
