@@ -194,7 +194,7 @@ def parse_entry(item: Any, where: str) -> Entry:
 def parse_document(data: bytes, where: str) -> tuple[Entry, ...]:
     """Every entry of one list document, or :class:`ListError` for the first bad one.
 
-    ``where`` names the document in messages (``auth/extauthz-revoked[revoked.json]``).
+    ``where`` names the document in messages (``extauthz-revoked[revoked.json]``).
     """
     value = load_text(data, where)
     if not isinstance(value, Mapping):
