@@ -348,7 +348,9 @@ def main() -> None:
         loop(args.loop, args.seconds)
         return
     if args.memory_sites:
-        print(f"command: `{h.command_line()}`\n\n{memory_sites(args.memory_sites)}")
+        text = f"command: `{h.command_line()}`\n\n{memory_sites(args.memory_sites)}"
+        h.save("memory_sites", {"command": h.command_line(), "markdown": text})
+        print(text)
         return
     result: dict[str, Any] = {"command": h.command_line(), "machine": h.machine(),
                               "args": vars(args)}  # fmt: skip

@@ -99,6 +99,10 @@ def markdown() -> str:
         parts += ["", "### One Check in-process", "", check_cost.table(cost)]
     if memory:
         parts += ["", "### Memory and start-up", "", memory_mod.table(memory)]
+    sites = load("memory_sites")
+    if sites:
+        parts += ["", "Where a cached token's bytes go (`tracemalloc`, in-process):", "",
+                  sites["markdown"]]  # fmt: skip
     if direct:
         parts += ["", "### extauthz alone under a gRPC client", "", direct_mod.table(direct)]
     parts += ["", "![benchmarks](benchmarks.png)"]
