@@ -77,7 +77,14 @@ _DENY_METADATA = ("decision", "reason")
 
 
 def _header_safe(value: str) -> bool:
-    return not any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
+    """No control character (CR, LF, NUL...) and encodable: never a split header."""
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +196,8 @@ class _Connection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         if self.in_headers or not self.in_message:
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD_BYTES:
@@ -260,6 +269,8 @@ class _Connection(asyncio.Protocol):
             method, self.url.decode("utf-8", "replace"), self.headers,
             size, self.server.path_prefix,
         )  # fmt: skip
+        if len(self.pending) >= MAX_PENDING * 4:
+            raise _Reject(400)  # a flood of pipelined requests: Envoy never sends one
         self.pending.append(
             _Request(request, ours, method == "HEAD", self.parser.should_keep_alive(), start)
         )
@@ -284,7 +295,7 @@ class _Connection(asyncio.Protocol):
                 future = server.executor.submit(server.evaluator.check, item.request)
                 future.add_done_callback(functools.partial(self._done, item))
                 return
-            self._answer(item, *decided)
+            self._answer_safely(item, *decided)
         if self.paused and self.transport is not None and len(self.pending) < MAX_PENDING:
             self.paused = False
             self.transport.resume_reading()
@@ -301,8 +312,23 @@ class _Connection(asyncio.Protocol):
         if future.cancelled():
             self._close()
             return
-        self._answer(item, *future.result())
+        self._answer_safely(item, *future.result())
         self._pump()
+
+    def _answer_safely(self, item: _Request, decision: Decision, fingerprint: str) -> None:
+        """Answer; an unexpected failure on the way is a deny ``internal_error`` (never a
+        5xx, which ``failure_mode_allow`` would turn into a pass), else a closed
+        connection."""
+        try:
+            self._answer(item, decision, fingerprint)
+        except Exception:
+            log.exception("http_answer_failed", path=item.request.path_only,
+                          request_id=item.request.request_id)  # fmt: skip
+            try:
+                self._answer(item, self.server.internal_error(), fingerprint)
+            except Exception:
+                log.exception("http_answer_failed")
+                self._close()
 
     def _answer(self, item: _Request, decision: Decision, fingerprint: str) -> None:
         server = self.server
@@ -443,6 +469,10 @@ class HttpAuthzServer:
         self._thread = threading.Thread(target=self._run, name="http-authz", daemon=True)
         self._started = threading.Event()
         self._bad_path: Decision | None = None
+
+    def internal_error(self) -> Decision:
+        """The deny for a Check whose answer could not be written."""
+        return self.evaluator.denials.deny(Reason.INTERNAL_ERROR, "default")
 
     def bad_path(self) -> Decision:
         """The deny for a path Envoy did not build (outside the configured prefix)."""

@@ -437,3 +437,45 @@ def test_tls_and_mtls_on_the_http_listener(
         assert wait_for(lambda: presented() == expected, timeout=5)
     finally:
         instance.stop_now()
+
+
+def test_a_claim_with_line_breaks_never_splits_an_answer_header(
+    app: App, mint_token: Callable[..., str]
+) -> None:
+    """Neither the claim header nor the metadata header carries a value with CR/LF."""
+    status, headers, _ = request(port_of(app), "/o", bearer(mint_token(sub="a\r\nx-evil: 1")))
+    assert status == 200
+    assert headers.get("x-evil") is None
+    assert headers.get("x-auth-subject") is None
+    assert headers.get("x-extauthz-sub") is None
+    assert "x-auth-subject" in headers["x-envoy-auth-headers-to-remove"].split(",")
+
+
+def test_an_answer_that_fails_to_render_is_an_internal_error_deny(
+    app: App, mint_token: Callable[..., str]
+) -> None:
+    """Never a 5xx (with failure_mode_allow Envoy would let the request pass)."""
+    assert app.http_authz is not None
+    memo = app.http_authz.answers
+    real = memo.get
+    calls: list[int] = []
+
+    def failing_once(decision: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(decision)
+
+    memo.get = failing_once  # type: ignore[method-assign]
+    status, _, body = request(port_of(app), "/o", bearer(mint_token()))
+    assert (status, json.loads(body)["reason"]) == (401, "internal_error")
+    assert request(port_of(app), "/o", bearer(mint_token()))[0] == 200
+
+
+def test_a_flood_of_pipelined_requests_is_refused(app: App, mint_token: Callable[..., str]) -> None:
+    """Requests queued behind a verification are bounded (cheap ones are answered inline,
+    as they arrive)."""
+    first = f"GET /o HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {mint_token()}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
+        reply = refused(sock, first.encode() + b"GET /o HTTP/1.1\r\nhost: x\r\n\r\n" * 2000)
+    assert reply.startswith(b"HTTP/1.1 400 ") or reply == b"reset", reply[:200]
