@@ -6,7 +6,8 @@ Prints the markdown of the last ``envoy_bench``, ``check_cost``, ``memory`` (and
 present, ``direct``) runs with every target next to its same-run baseline, met or
 not. ``--write`` also replaces the part of ``docs/benchmarks.md`` between
 ``<!-- results:begin -->`` and ``<!-- results:end -->`` and redraws
-``docs/benchmarks.png`` (matplotlib).
+``docs/benchmarks.png`` (matplotlib); the profiles' summaries go between
+``<!-- profiles:begin -->`` and ``<!-- profiles:end -->``.
 """
 
 from __future__ import annotations
@@ -109,6 +110,41 @@ def markdown() -> str:
     return "\n".join(parts)
 
 
+PROFILES = [
+    ("grpc-cached", "cached token, gRPC, through the server"),
+    ("http-cached", "cached token, HTTP, through the server"),
+    ("grpc-unique", "unique RSA-OAEP-256 / RS256 tokens, gRPC, through the server"),
+    ("http-unique", "unique RSA-OAEP-256 / RS256 tokens, HTTP, through the server"),
+    ("inprocess-cached", "cached token, gRPC edge in-process (every decision logged)"),
+    ("inprocess-cached-http", "cached token, HTTP edge in-process (every decision logged)"),
+    ("inprocess-unique-rsa", "unique RSA-OAEP-256 / RS256 tokens, gRPC edge in-process"),
+    ("inprocess-unique-ec", "unique ECDH-ES / ES256 tokens, gRPC edge in-process"),
+]
+PROFILES_BEGIN, PROFILES_END = "<!-- profiles:begin -->", "<!-- profiles:end -->"
+
+
+def profiles_markdown(top: int = 8) -> str:
+    """The cost centres and top functions of each saved profile, condensed."""
+    parts: list[str] = []
+    for name, title in PROFILES:
+        found = load(f"profile-{name}")
+        if not found:
+            continue
+        load_ = found["load"]
+        rate = (f"{load_['rps']:,.0f} Checks/s under load, "
+                if "rps" in load_ else "")  # fmt: skip
+        summary = found["summary"].split("\n")
+        head = summary[0]
+        centres = summary[summary.index("| cost centre | share of samples |") :]
+        centres = centres[: centres.index("")]
+        own = summary[summary.index("| function (own time) | share |") :]
+        own = own[: 2 + top]
+        parts += [f"**{title}** — {rate}{found['cpu_us']:,.0f} µs CPU per Check; {head}", "",
+                  *centres, "", *own, "",
+                  f"`{found.get('command', '')}`", ""]  # fmt: skip
+    return "\n".join(parts).rstrip()
+
+
 COLORS = {"none": "#999999", "jwt_authn": "#4c72b0", "allow-all": "#dd8452",
           "allow-all parsed": "#f1b27c", "extauthz": "#55a868",
           "extauthz no metadata": "#8fd19e"}  # fmt: skip
@@ -198,13 +234,18 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md/png")
     args = parser.parse_args()
     text = markdown()
-    print(text)
+    print(text, "", profiles_markdown(), sep="\n")
     if args.write:
         doc = DOC.read_text()
         pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
         if not pattern.search(doc):
             raise SystemExit(f"{DOC}: no {BEGIN} ... {END} section")
-        DOC.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", doc))
+        doc = pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", doc)
+        profiles = re.compile(re.escape(PROFILES_BEGIN) + ".*?" + re.escape(PROFILES_END), re.S)
+        if profiles.search(doc):
+            block = profiles_markdown()
+            doc = profiles.sub(lambda _: f"{PROFILES_BEGIN}\n{block}\n{PROFILES_END}", doc)
+        DOC.write_text(doc)
         chart(CHART)
         print(f"\nwrote {DOC} and {CHART}")
 
