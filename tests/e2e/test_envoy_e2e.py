@@ -382,3 +382,25 @@ def test_non_ascii_claim_values_reach_the_upstream_alike(
     assert status == 200, envoy.explain()
     (value,) = upstream.requests[-1].header("x-auth-email")
     assert value.encode("latin-1").decode("utf-8") == "josé@例え.test"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_authorization_remove_keeps_the_token_from_the_upstream(
+    write_config: Callable[..., Path],
+    upstream: EchoUpstream,
+    tmp_path: Path,
+    mint_token: Callable[..., str],
+    transport: str,
+) -> None:
+    instance = start_app(
+        write_config, upstream={"authorization": "remove", "strip_header_prefixes": ["x-auth-"]}
+    )
+    try:
+        upstream.clear()
+        with proxy_for(instance, upstream, tmp_path / "remove", transport) as proxy:
+            assert http_get(proxy.url + "/x", bearer(mint_token()))[0] == 200, proxy.explain()
+            seen = upstream.requests[-1]
+            assert seen.header("authorization") == []
+            assert seen.header("x-auth-subject") == ["alice"]
+    finally:
+        instance.stop_now()
