@@ -147,6 +147,8 @@ def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> Non
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    saved_structlog = structlog.get_config()
+    saved_sink = logging_mod._FLUSHER.sink
     streams: list[io.TextIOWrapper] = []
     try:
         for index in range(5):
@@ -158,8 +160,9 @@ def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> Non
         logging_mod._FLUSHER.flush()
         assert b'"written"' in (tmp_path / "log4").read_bytes()
     finally:
-        logging_mod._FLUSHER.attach(None)
-        structlog.reset_defaults()
+        # leave logging as it was: other suites may be capturing it
+        logging_mod._FLUSHER.attach(saved_sink)
+        structlog.configure(**saved_structlog)
         root.handlers[:], root.level = saved[0], saved[1]
         for stream in streams:
             stream.close()
