@@ -108,6 +108,14 @@ def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
         })  # fmt: skip
         clusters.append({
             "name": "authz", "type": "STATIC", "connect_timeout": "1s",
+            # HTTP/1.1 keep-alive, closed by Envoy after 300 s idle (as the shipped config)
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"idle_timeout": "300s"},
+                    "explicit_http_config": {"http_protocol_options": {}},
+                },
+            },
             "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {
                     "address": "127.0.0.1", "port_value": authz_port}}}},
