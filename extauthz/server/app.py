@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from extauthz import metrics
 from extauthz.config import Config, KeySourceConfig, TlsConfig
+from extauthz.errors import ConfigError
 from extauthz.keys.keyset import DECRYPTION, KeySink, KeySource, KeyStore, provider_purpose
 from extauthz.keys.sources.factory import build_source
 from extauthz.pipeline.evaluate import Evaluator
@@ -166,21 +167,34 @@ class App:
         listen = config.listen
         self.http_authz: HttpAuthzServer | None = None
         if listen.http_authz:
-            self.http_authz = HttpAuthzServer(
-                self.evaluator, config.logging, listen.http_authz,
-                path_prefix=listen.http_authz_path_prefix, metadata=listen.http_authz_metadata,
-                tls=listen.tls, reuse_port=reuse_port, threads=config.server.threads,
-            )  # fmt: skip
+            try:
+                self.http_authz = HttpAuthzServer(
+                    self.evaluator, config.logging, listen.http_authz,
+                    path_prefix=listen.http_authz_path_prefix,
+                    metadata=listen.http_authz_metadata, tls=listen.tls,
+                    reuse_port=reuse_port, threads=config.server.threads,
+                )  # fmt: skip
+            except OSError as exc:
+                self.server.stop(0)
+                raise ConfigError(
+                    "listen.http_authz", f"cannot listen on {listen.http_authz}: {exc.strerror}"
+                ) from exc
         self.ready_file = ready_file
         self.liveness = Liveness(
             self._probes(), liveness,
             heartbeat=heartbeat_file or worker_heartbeat_file(), on_change=self._set_live,
         )  # fmt: skip
-        self.http = (
-            HttpEndpoints(listen.http, ready=self.is_ready, live=self.liveness.live)
-            if listen.http and serve_http
-            else None
-        )
+        self.http: HttpEndpoints | None = None
+        if listen.http and serve_http:
+            try:
+                self.http = HttpEndpoints(listen.http, ready=self.is_ready, live=self.liveness.live)
+            except OSError as exc:
+                self.server.stop(0)
+                if self.http_authz is not None:
+                    self.http_authz.stop(0)
+                raise ConfigError(
+                    "listen.http", f"cannot listen on {listen.http}: {exc.strerror}"
+                ) from exc
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._set_live(True)
         metrics.set_build_info(_version())
@@ -202,12 +216,15 @@ class App:
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = self.config.listen.grpc
-        if self.config.listen.tls:
-            self.grpc_port = server.add_secure_port(
-                address, _TlsReloader(self.config.listen.tls).credentials()
-            )
-        else:
-            self.grpc_port = server.add_insecure_port(address)
+        try:
+            if self.config.listen.tls:
+                self.grpc_port = server.add_secure_port(
+                    address, _TlsReloader(self.config.listen.tls).credentials()
+                )
+            else:
+                self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only that the bind failed
+            raise ConfigError("listen.grpc", f"cannot listen on {address}") from exc
         return server
 
     def _set_health(self, status: Any) -> None:

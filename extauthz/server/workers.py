@@ -85,7 +85,16 @@ def run_workers(config: Config, count: int) -> int:
 
     http = None
     if config.listen.http:
-        http = HttpEndpoints(config.listen.http, ready=ready, live=live)
+        try:
+            http = HttpEndpoints(config.listen.http, ready=ready, live=live)
+        except OSError as exc:
+            print(f"extauthz serve: listen.http: cannot listen on {config.listen.http}: "
+                  f"{exc.strerror}", file=sys.stderr)  # fmt: skip
+            for child in children:
+                child.terminate()
+                child.wait()
+            shutil.rmtree(state, ignore_errors=True)
+            return 2
         http.start()
     stop = threading.Event()
 

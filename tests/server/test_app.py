@@ -238,3 +238,23 @@ def test_sigterm_drains_then_exits_zero(write_config: Callable[..., Path]) -> No
     events = [json.loads(line).get("event") for line in output.splitlines() if line.startswith("{")]
     assert "draining" in events
     assert "stopped" in events  # flushed at exit: buffered log lines are not lost
+
+
+@pytest.mark.parametrize("key", ["grpc", "http_authz", "http"])
+def test_a_busy_port_is_a_config_error_naming_the_listener(
+    write_config: Callable[..., Path], key: str
+) -> None:
+    import socket
+
+    from extauthz.errors import ConfigError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        listen = {"grpc": "127.0.0.1:0", "http_authz": "127.0.0.1:0", "http": "127.0.0.1:0"}
+        listen[key] = f"127.0.0.1:{port}"
+        with pytest.raises(ConfigError) as caught:
+            App(config_mod.load(write_config(listen=listen)))
+    assert caught.value.path == f"listen.{key}"
+    assert str(port) in str(caught.value)
