@@ -567,6 +567,11 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with self.server.fake._lock:
                 self.server.fake._connections.discard(self.connection)
+            if isinstance(self.request, ssl.SSLSocket):
+                # socketserver closes the raw socket it accepted, which the TLS
+                # wrapper took over: close the wrapper here
+                with contextlib.suppress(OSError):
+                    self.request.close()
 
     def log_message(self, format: str, *args: Any) -> None:
         return
