@@ -450,6 +450,8 @@ class HttpAuthzServer:
         reuse_port: bool = False, threads: int = 8,
         header_timeout: float = 10.0, idle_timeout: float = 900.0,
     ) -> None:  # fmt: skip
+        self._sock = _listen(address, reuse_port)  # first: a busy port leaks nothing
+        self.port: int = self._sock.getsockname()[1]
         self.evaluator = evaluator
         self.decisions = DecisionLog(logging, "http")
         self.path_prefix = path_prefix.rstrip("/") if path_prefix != "/" else ""
@@ -463,8 +465,6 @@ class HttpAuthzServer:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http-check")
         self.tls = _TlsContexts(tls) if tls else None
         self.loop = uvloop.new_event_loop()
-        self._sock = _listen(address, reuse_port)
-        self.port: int = self._sock.getsockname()[1]
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._run, name="http-authz", daemon=True)
         self._started = threading.Event()
@@ -502,10 +502,13 @@ class HttpAuthzServer:
             self._sock.close()
 
     async def _serve(self) -> None:
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            # a client that never finishes its handshake is dropped like a slow one
+            tls = {"ssl": self.tls.current, "ssl_handshake_timeout": self.header_timeout}
         self._server = await self.loop.create_server(
-            lambda: _Connection(self), sock=self._sock,
-            ssl=self.tls.current if self.tls else None, backlog=1024,
-        )  # fmt: skip
+            lambda: _Connection(self), sock=self._sock, backlog=1024, **tls
+        )
         self.loop.call_later(0.5, self._sweep)
 
     def _sweep(self) -> None:
