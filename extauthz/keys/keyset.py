@@ -227,6 +227,7 @@ class KeyStore:
             slot_id = len(self._slots) - 1
             if hasattr(source, "request_refresh"):
                 self._refreshers.setdefault(purpose, []).append((slot_id, source))  # type: ignore[arg-type]
+            self._ready = False  # a source attached later must load too (sources attach first)
         return _SlotSink(self, slot_id)
 
     def on_change(self, listener: Callable[[KeyRing], object]) -> None:
