@@ -25,7 +25,7 @@ RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="extauthz" \
-      org.opencontainers.image.description="Envoy ext_authz gRPC service: decrypts JWE, verifies JWTs, keys from Kubernetes Secrets" \
+      org.opencontainers.image.description="Envoy external authorization service (gRPC and HTTP): decrypts JWE, verifies JWTs, keys from Kubernetes Secrets" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
@@ -39,7 +39,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
 COPY --from=builder /opt/venv /opt/venv
 USER 65532:65532
 WORKDIR /tmp
-# 9001: gRPC (ext_authz Check + grpc.health.v1); 9090: HTTP /metrics /healthz /readyz
-EXPOSE 9001 9090
+# 9001: gRPC (ext_authz Check + grpc.health.v1); 9002: Envoy's HTTP authorization
+# protocol (when listen.http_authz is set); 9090: HTTP /metrics /healthz /readyz
+EXPOSE 9001 9002 9090
 ENTRYPOINT ["extauthz"]
 CMD ["serve", "--config", "/etc/extauthz/config.yaml"]

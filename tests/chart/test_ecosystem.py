@@ -521,3 +521,37 @@ def test_invalid_combinations_are_refused(helm: Helm, args: tuple[str, ...], mes
     result = helm.run("template", RELEASE, CHART, "--namespace", NAMESPACE, *args)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+# -- NOTES -------------------------------------------------------------------------------
+
+
+def _notes(helm: Helm, *args: str) -> str:
+    result = helm.run(
+        "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client", *args,
+        check=True,
+    )  # fmt: skip
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_follow_the_transport(helm: Helm) -> None:
+    """both: the gRPC and the HTTP mesh providers, two check commands, both ports
+    forwarded; http: no gRPC provider, port or command."""
+    both = _notes(helm, "--set", "transport=both")
+    snippet = both[both.index("meshConfig:") :]
+    providers = yaml.safe_load(snippet[: snippet.index("\n\n")])["meshConfig"]["extensionProviders"]
+    assert [p["name"] for p in providers] == ["extauthz", "extauthz-http"]
+    http = providers[1]["envoyExtAuthzHttp"]
+    assert (http["service"], http["port"]) == (FQDN, 9002)
+    assert http["includeRequestHeadersInCheck"] == [
+        "authorization", "cookie", "traceparent", "x-request-id", "x-auth-*",
+    ]  # fmt: skip
+    assert http["headersToUpstreamOnAllow"] == ["x-auth-scope", "x-auth-subject"]
+    assert "extauthz check --address 127.0.0.1:9001" in both
+    assert "extauthz check --http http://127.0.0.1:9002" in both
+    assert "9001:9001 9002:9002 9090:9090" in both
+    only_http = _notes(helm, "--set", "transport=http")
+    assert "envoyExtAuthzGrpc" not in only_http
+    assert "envoyExtAuthzHttp" in only_http
+    assert "--address 127.0.0.1:9001" not in only_http
+    assert "helm test" in only_http
