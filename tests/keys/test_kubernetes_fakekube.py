@@ -13,7 +13,13 @@ Driven by real clients only: the ``kubernetes`` Python client (including its own
   answer a compacted resourceVersion with 410 Expired (ERROR event or HTTP status);
 - fault hooks do what they say on the wire: injected 5xx, a cut mid-chunk, a stall
   (only a client read timeout ends it), refused connections, a restart on the same
-  port, dropped requests that are still counted.
+  port, dropped requests that are still counted;
+- the real ``kubectl`` observes the faults a real API server has: paged lists
+  (``--chunk-size``), ``429`` with ``Retry-After`` (kubectl waits and retries), ``504``
+  "Too large resource version" after an etcd restore, ``410`` after a restart that
+  lost the history, TLS with a bearer token, RBAC with ``resourceNames`` (a named get,
+  and a list with a ``metadata.name`` field selector, only), ``401`` for an unknown
+  token; ConfigMaps.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import urllib3
-from fakekube import FakeKube
+from fakekube import FakeKube, Rule
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -531,3 +538,100 @@ def test_kubectl_watch_sees_events(kube: FakeKube, kubectl: Any) -> None:
         while index < len(out) and out[index].isspace():
             index += 1
     assert events == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+
+
+# -- kubectl sees the faults a real API server has ------------------------------------------
+
+
+def test_kubectl_pages_a_long_list_with_limit_and_continue(kube: FakeKube, kubectl: Any) -> None:
+    for i in range(5):
+        kube.store.put_secret(NS, f"s{i}", {"k": b"v"})
+    out = kubectl("get", "secrets", "--chunk-size=2", "-o", "name").stdout.split()
+    assert out == [f"secret/s{i}" for i in range(5)]
+    lists = [r for r in kube.log() if r.is_list]
+    assert [r.query.get("limit") for r in lists] == ["2", "2", "2"]
+    assert ["continue" in r.query for r in lists] == [False, True, True]
+
+
+def test_kubectl_waits_out_retry_after_on_429(kube: FakeKube, kubectl: Any) -> None:
+    kube.store.put_secret(NS, "s", {"k": b"v"})
+    kube.fail_requests(1, 429, lambda r: r.is_list, retry_after=1)
+    assert kubectl("get", "secrets", "-o", "name").stdout.split() == ["secret/s"]
+    lists = [r for r in kube.log() if r.is_list]
+    assert [r.status for r in lists] == [429, 200]
+    assert lists[1].at - lists[0].at >= 0.95
+
+
+def test_kubectl_sees_too_large_resource_version_after_an_etcd_restore(
+    kube: FakeKube, kubectl: Any
+) -> None:
+    backup = kube.store.snapshot()
+    kube.store.put_secret(NS, "s", {"k": b"v"})
+    seen = kube.store.resource_version
+    kube.store.restore(backup)
+    path = f"/api/v1/namespaces/{NS}/secrets?watch=true&resourceVersion={seen}"
+    done = kubectl("get", "--raw", path, check=False)
+    assert done.returncode == 1
+    assert "Too large resource version" in done.stderr
+
+
+def test_kubectl_watch_from_before_a_restart_that_lost_history_gets_410(
+    kube: FakeKube, kubectl: Any
+) -> None:
+    kube.store.put_secret(NS, "s", {"k": b"v"})
+    old = kube.store.resource_version
+    kube.store.put_secret(NS, "s", {"k": b"w"})
+    kube.restart(lose_history=True)
+    path = f"/api/v1/namespaces/{NS}/secrets?watch=true&resourceVersion={old}&timeoutSeconds=1"
+    event = json.loads(kubectl("get", "--raw", path).stdout.splitlines()[0])
+    assert event["type"] == "ERROR"
+    assert (event["object"]["code"], event["object"]["reason"]) == (410, "Expired")
+
+
+def test_kubectl_over_tls_with_a_token_and_a_role_with_resource_names(tmp_path: Path) -> None:
+    binary = _kubectl()
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    user = "system:serviceaccount:auth:extauthz"
+    tokens = {"sa-token": user}
+    with FakeKube(tls=(str(cert_file), str(key_file)), tokens=tokens) as kube:
+        kube.roles[user] = [Rule.of("get,list,watch", "secrets", "extauthz-keys")]
+        kube.store.put_secret(NS, "extauthz-keys", {"k": b"v"})
+        kube.store.put_secret(NS, "other", {"k": b"v"})
+
+        def run(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [binary, "--server", kube.url, "--token", token,
+                 "--certificate-authority", str(tmp_path / "ca.pem"), "-n", NS, *args],
+                capture_output=True, text=True, timeout=60, check=False,
+                env={**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")},
+            )  # fmt: skip
+
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        named = run("sa-token", "get", "secret", "extauthz-keys", "-o", "name")
+        assert named.returncode == 0, named.stderr
+        assert named.stdout.split() == ["secret/extauthz-keys"]
+        listed = run("sa-token", "get", "secrets")
+        assert listed.returncode == 1
+        assert 'cannot list resource "secrets"' in listed.stderr
+        selected = run("sa-token", "get", "secrets", "--field-selector=metadata.name=extauthz-keys")
+        assert selected.returncode == 0, selected.stderr
+        assert "extauthz-keys" in selected.stdout
+        other = run("sa-token", "get", "secret", "other")
+        assert other.returncode == 1
+        assert "forbidden" in other.stderr
+        stranger = run("stolen", "get", "secret", "extauthz-keys")
+        assert stranger.returncode == 1
+        assert "Unauthorized" in stranger.stderr or "logged in" in stranger.stderr
+        assert {r.user for r in kube.log() if r.status == 200} == {user}
+
+
+def test_kubectl_reads_configmaps(kube: FakeKube, kubectl: Any) -> None:
+    kube.store.put_configmap(NS, "extauthz-revoked", {"revoked.json": '{"revoked": []}'})
+    table = kubectl("get", "configmaps").stdout.split()
+    assert table == ["NAME", "DATA", "AGE", "extauthz-revoked", "1", "0s"]
+    got = json.loads(kubectl("get", "configmap", "extauthz-revoked", "-o", "json").stdout)
+    assert got["data"] == {"revoked.json": '{"revoked": []}'}
