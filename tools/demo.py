@@ -33,7 +33,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from envoy_harness import EchoUpstream, EnvoyProcess, free_port, http_get  # noqa: E402
+from envoy_harness import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+    EchoUpstream,
+    EnvoyProcess,
+    free_port,
+    http_get,
+)
 
 from extauthz import mint  # noqa: E402
 from extauthz.client import check as grpc_check  # noqa: E402
@@ -117,7 +122,7 @@ def show(url: str, label: str, token: str | None, path: str = "/orders/42") -> i
             print(f"   body: {text}")
     except ValueError:
         print(f"   body: {text[:200]}")
-    return status
+    return int(status)
 
 
 class PortError(SystemExit):
