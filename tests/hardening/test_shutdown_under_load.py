@@ -339,14 +339,19 @@ def test_sigterm_under_load_over_http_fails_no_request_and_exits_zero(
     victim, survivor = replicas
     token = mint_token()
     pbes2_key = json.loads((key_dirs / "keys" / "decrypt" / "pbes2.json").read_text())
-    slow_tokens = [
-        mint.encrypt(
-            mint.sign(mint.claims_for("https://idp.example.test", "api://orders", "slow",
-                                      extra={"jti": f"slow-http-{n}"}), sig_jwk),
-            pbes2_key, alg="PBES2-HS256+A128KW", header={"p2c": SLOW_P2C},
-        )
-        for n in range(SLOW_CHECKS)
-    ]  # fmt: skip
+
+    def slow_token(n: int) -> str:
+        claims = mint.claims_for("https://idp.example.test", "api://orders", "slow",
+                                 extra={"jti": f"slow-http-{n}"})  # fmt: skip
+        return mint.encrypt(mint.sign(claims, sig_jwk), pbes2_key, alg="PBES2-HS256+A128KW",
+                            header={"p2c": SLOW_P2C})  # fmt: skip
+
+    # calibrated as in the gRPC test: ~3 s of CPU in all, sent 0.4 s before the drain ends
+    started = time.monotonic()
+    assert http_check(victim.http_authz_port, slow_token(-1)) == "allow"
+    one = max(time.monotonic() - started, 0.005)
+    slow_count = min(max(SLOW_CHECKS, math.ceil(3.0 / one)), 200)
+    slow_tokens = [slow_token(n) for n in range(slow_count)]
 
     def transform(doc: Bootstrap) -> None:
         set_http_endpoints(doc, [(r.http_authz_port, r.http_port) for r in (victim, survivor)])
@@ -408,7 +413,7 @@ def test_sigterm_under_load_over_http_fails_no_request_and_exits_zero(
     assert exited_after <= DRAIN + GRACE + 1.0
     assert load.total - load.outcomes["ok"] == 0, figures  # no client saw a failure
     assert set(direct) == {"allow"}, figures  # answered while draining
-    assert slow == ["allow"] * SLOW_CHECKS, figures  # in flight at stop: completed
+    assert slow == ["allow"] * slow_count, figures  # in flight at stop: completed
     assert len(late) >= 1, figures  # some were in flight when the listener stopped
     assert after == "ConnectionRefusedError"
 
