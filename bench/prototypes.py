@@ -1,6 +1,6 @@
 """Faster variants of product functions, patched in at run time to measure a proposal.
 
-    python bench/check_cost.py --try fast-json
+    python bench/check_cost.py --try fast-json [--try fast-log]
 
 The product code is untouched: :func:`apply` replaces a function in the running
 process only, after checking that the variant accepts and refuses exactly what the
@@ -89,12 +89,64 @@ def _outcome(fn: Callable[[Any], Any], text: str) -> tuple[str, Any]:
         return "error", type(exc).__name__
 
 
+# --------------------------------------------------------------------------- fast-log
+
+
+class FastDecisionLog:
+    """The decision line without structlog's processor chain: the product's own
+    ``redact`` on the fields (they are built by extauthz), one ``orjson.dumps``, into a
+    buffered binary stream. The timestamp text is reused within a millisecond, so it
+    has millisecond precision (structlog's has microseconds)."""
+
+    def __init__(self, stream: Any) -> None:
+        import orjson
+
+        from extauthz.logging import redact
+
+        self.dumps = orjson.dumps
+        self.redact = redact
+        self.out = stream
+        self.ms = -1
+        self.stamp = ""
+
+    def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        import time
+        from datetime import UTC, datetime
+
+        now = time.time()
+        ms = int(now * 1000)
+        if ms != self.ms:
+            self.ms = ms
+            self.stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        fields = dict(self.redact(None, level, fields))
+        fields["event"], fields["level"], fields["timestamp"] = event, level, self.stamp
+        self.out.write(self.dumps(fields) + b"\n")
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._write("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._write("warning", event, fields)
+
+
+PROTOTYPES = ("fast-json", "fast-log")
+
+
 def apply(names: list[str]) -> list[str]:
     """Install the named variants; returns what was installed."""
     installed = []
     for name in names:
-        if name != "fast-json":
-            raise SystemExit(f"unknown prototype {name!r}; known: fast-json")
+        if name not in PROTOTYPES:
+            raise SystemExit(f"unknown prototype {name!r}; known: {', '.join(PROTOTYPES)}")
+        if name == "fast-log":
+            import os
+
+            from extauthz.server import decisions
+
+            sink = open(os.devnull, "wb", buffering=1 << 16)  # noqa: SIM115 - lives with the process
+            decisions.__dict__["log"] = FastDecisionLog(sink)
+            installed.append(name)
+            continue
         from extauthz.keys import material
         from extauthz.pipeline import tokens
 
@@ -103,6 +155,6 @@ def apply(names: list[str]) -> list[str]:
             want, got = _outcome(material.strict_json_loads, case), _outcome(fast, case)
             if want != got:
                 raise SystemExit(f"fast-json differs on {case!r}: {want} vs {got}")
-        tokens.strict_json_loads = fast  # type: ignore[assignment]  # the name tokens.py calls
+        tokens.__dict__["strict_json_loads"] = fast  # the name tokens.py calls
         installed.append(name)
     return installed
