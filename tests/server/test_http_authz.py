@@ -385,7 +385,7 @@ def test_a_slow_identity_provider_never_stalls_cached_checks(
             sender.join(10)
             assert len(waited) == 1
             assert waited[0] >= 0.3  # the refetch really held that Check
-            assert max(latencies) < 0.2, latencies
+            assert max(latencies) < 0.25, latencies  # a blocked loop: ~0.45 s
         finally:
             idp.delay = 0
             instance.stop_now()
