@@ -85,9 +85,7 @@ def test_forged_kids_against_a_slow_idp_do_not_hold_valid_checks(
     idp.delay = 3.0  # every refetch takes 3 s from now on
     with ThreadPoolExecutor(max_workers=4) as workers:  # the server's Check threads
         submitted = time.monotonic()
-        forged = [
-            workers.submit(timed, store, uuid.uuid4().hex, submitted) for _ in range(8)
-        ]
+        forged = [workers.submit(timed, store, uuid.uuid4().hex, submitted) for _ in range(8)]
         valid = [workers.submit(timed, store, "key-a", submitted) for _ in range(20)]
         forged_results = [f.result() for f in forged]
         valid_results = [f.result() for f in valid]

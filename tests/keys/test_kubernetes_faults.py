@@ -60,7 +60,9 @@ def max_attempts(backoff: Backoff, seconds: float) -> int:
 
 def running_threads(source: Any) -> list[threading.Thread]:
     """The source's stream threads still running (white-box: no public handle exists)."""
-    return [s.thread for s in source.watcher.streams if s.thread is not None and s.thread.is_alive()]
+    return [
+        s.thread for s in source.watcher.streams if s.thread is not None and s.thread.is_alive()
+    ]
 
 
 @pytest.fixture
@@ -149,32 +151,53 @@ def test_a_watch_cut_mid_chunk_rewatches_without_relist(
     recorder.wait_kids({"k2"})
 
 
+class FrozenClock:
+    """A monotonic clock that moves only when told: a watch never "lasts"."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stepped(make_source: Any, recorder: Any, backoff: Backoff) -> tuple[Any, Any]:
+    """A names-mode source on ``s`` bound without threads: the test calls ``step``."""
+    source = make_source(["s"], backoff=backoff, clock=FrozenClock())
+    source._sink = recorder  # white-box: bind without starting threads
+    source.watcher.bind(source)
+    return source.watcher, source.watcher.streams[0]
+
+
 def test_410_on_every_watch_backs_off_instead_of_looping(
-    kube: FakeKube, ready: Any, recorder: Any
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
 ) -> None:
     backoff = Backoff(initial=0.1, factor=2.0, cap=0.4)
-    ready(backoff=backoff)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    kube.expired_as = "status"
     kube.fail_requests(10_000, 410, lambda r: r.is_watch)
-    since = time.monotonic()
-    kube.close_watches()
-    time.sleep(1.2)
-    watches = [r for r in kube.log(since) if r.is_watch]
+    watcher, stream = stepped(make_source, recorder, backoff)
+    delays = [watcher.step(stream) for _ in range(6)]
     # the first 410 relists at once; each further one waits out the backoff first
-    assert 3 <= len(watches) <= max_attempts(backoff, 1.2) + 1
-    assert all(r.is_list for r in kube.log(since) if not r.is_watch)
+    assert delays[0] == 0.0
+    for n, delay in enumerate(delays[1:], start=1):
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
+    requests = kube.log()
+    assert [r.is_list for r in requests] == [True, False] * 6  # a relist before each watch
+    assert recorder.kids == {"k1"}
 
 
 def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
-    kube: FakeKube, ready: Any, recorder: Any
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
 ) -> None:
     backoff = Backoff(initial=0.1, factor=2.0, cap=0.4)
-    ready(backoff=backoff)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
     kube.watch_cap = 0.0  # e.g. a proxy that cuts long requests
-    since = time.monotonic()
-    kube.close_watches()
-    time.sleep(1.2)
-    watches = [r for r in kube.log(since) if r.is_watch]
-    assert 3 <= len(watches) <= max_attempts(backoff, 1.2) + 1
+    watcher, stream = stepped(make_source, recorder, backoff)
+    delays = [watcher.step(stream) for _ in range(6)]
+    for n, delay in enumerate(delays):
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
+    assert sum(1 for r in kube.log() if r.is_list) == 1  # a re-watch, never a relist
 
 
 # -- errors, outages, restarts -------------------------------------------------------------
@@ -199,20 +222,25 @@ def test_5xx_answers_are_retried_with_growing_delays(
 
 
 def test_an_outage_costs_a_bounded_number_of_requests(
-    kube: FakeKube, ready: Any, recorder: Any, keys: Any
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
 ) -> None:
     backoff = Backoff(initial=0.1, factor=2.0, cap=0.8)
-    ready(backoff=backoff)
-    seconds = 2.0
-    start = time.monotonic()
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    watcher, stream = stepped(make_source, recorder, backoff)
+    kube.watch_cap = 0.0
+    watcher.step(stream)  # listed, watched
     kube.outage("drop")
-    time.sleep(seconds)
+    delays = [watcher.step(stream) for _ in range(8)]
+    # each dropped attempt waits longer, up to the cap: never a hot loop
+    for n, delay in enumerate(delays):
+        assert min_delay(backoff, n + 1) <= delay <= 2 * min_delay(backoff, n + 1)
+    assert sum(1 for r in kube.log() if r.note == "dropped") == 8
     kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
     kube.recover()
-    end = time.monotonic()
-    dropped = [r for r in kube.log(start) if r.note == "dropped" and r.at <= end]
-    assert 3 <= len(dropped) <= max_attempts(backoff, end - start)
-    recorder.wait_kids({"k2"})
+    kube.watch_cap = None
+    kube.close_watches()
+    watcher.step(stream)  # the watch replays the change, then the fake ends it
+    assert recorder.kids == {"k2"}
 
 
 def test_an_api_server_restart_on_the_same_port_is_survived(
@@ -220,9 +248,12 @@ def test_an_api_server_restart_on_the_same_port_is_survived(
 ) -> None:
     ready()
     port = kube.port
-    kube.stop()  # connection refused from now on
-    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
-    time.sleep(0.5)
+    since = time.monotonic()
+    with capture_logs() as logs:
+        kube.stop()  # connection refused from now on
+        kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+        assert eventually(lambda: any(e["event"] == "kubernetes_api_error" for e in logs))
+    assert kube.log(since) == [], "nothing reached a stopped server"
     kube.start()
     assert kube.port == port
     recorder.wait_kids({"k2"})
@@ -296,7 +327,6 @@ def test_stop_is_prompt_during_a_blocking_watch(ready: Any) -> None:
 def test_stop_is_prompt_during_a_stalled_watch(kube: FakeKube, ready: Any) -> None:
     source = ready(watch_timeout_seconds=300)
     kube.stall_watches()
-    time.sleep(0.1)
     _stopped_promptly(source)
 
 

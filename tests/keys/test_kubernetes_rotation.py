@@ -18,6 +18,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +137,13 @@ def test_rotation_has_overlap_no_gap_and_immediate_removal(
                 )
             )
 
+    def seen_rounds(state: Callable[[Round], bool], count: int = 10) -> None:
+        """Wait (5 s at most) until the checker ran ``count`` rounds in ``state``."""
+        deadline = time.monotonic() + 5
+        while sum(1 for r in list(rounds) if state(r)) < count:
+            assert time.monotonic() < deadline, "the checker did not run"
+            time.sleep(0.01)
+
     checker = threading.Thread(target=check, name="checker", daemon=True)
     checker.start()
     try:
@@ -151,7 +159,7 @@ def test_rotation_has_overlap_no_gap_and_immediate_removal(
         ):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        time.sleep(0.3)  # let the checker run through the overlap
+        seen_rounds(lambda r: r.has_old_enc and r.has_new_enc and r.has_new_sig)  # the overlap
 
         # 2. the old keys go
         removed_at = time.monotonic()
@@ -163,7 +171,7 @@ def test_rotation_has_overlap_no_gap_and_immediate_removal(
         while store.ring.get(DECRYPTION).by_kid("k1") or store.ring.get(PROVIDER).by_kid("s1"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        time.sleep(0.3)
+        seen_rounds(lambda r: not r.has_old_enc and not r.has_old_sig)  # after the removal
     finally:
         done.set()
         checker.join(5)
