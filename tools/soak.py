@@ -15,7 +15,11 @@ What runs:
   then an ERROR 410 event), ``gone-rewatch`` (compaction, watch closed, the re-watch
   gets 410), ``stall`` (watches silent for 1.5 s, connection kept), ``fail`` (the next
   two requests answer 500), ``outage`` (every request dropped unanswered for 0.5 s),
-  ``restart`` (API server down 0.3 s, same port);
+  ``restart`` (API server down 0.3 s, same port), ``too-large`` (the re-watch answers
+  504 "Too large resource version", as after an etcd restore), ``throttle`` (the
+  re-watch answers 429 with ``Retry-After: 1``), ``hang`` (a silent peer for 1.5 s:
+  open watches send nothing, new requests are never answered, nothing is closed),
+  ``lose-history`` (a restart whose watch cache lost the history: the re-watch is 410);
 - ``--clients`` threads sending Checks over gRPC, each a *probe* whose correct answer
   is known at every instant: a valid token for a key in the Secret now (``current``),
   for a key removed earlier (``retired``) or not written yet (``future``); and tokens
@@ -390,7 +394,7 @@ class Soak:
 
     def injector(self) -> None:
         cycle = ["close", "abort", "gone-event", "gone-rewatch", "stall", "fail", "outage",
-                 "restart"]  # fmt: skip
+                 "restart", "too-large", "throttle", "hang", "lose-history"]  # fmt: skip
         self.rng.shuffle(cycle)
         if self.stop.wait(self.fault_every / 2):
             return
@@ -430,6 +434,20 @@ class Soak:
             kube.recover()
         elif kind == "restart":
             kube.restart(down_for=0.3)
+        elif kind == "too-large":
+            # what a watch meets after an etcd restore: 504 Too large resource version
+            kube.fail_requests(1, 504, lambda r: r.is_watch)
+            kube.close_watches()
+        elif kind == "throttle":
+            kube.fail_requests(1, 429, lambda r: r.is_watch, retry_after=1)
+            kube.close_watches()
+        elif kind == "hang":
+            kube.outage("hang")  # a silent peer: nothing sent, nothing closed
+            time.sleep(1.5)
+            kube.recover()
+        elif kind == "lose-history":
+            kube.store.put_secret("elsewhere", "tick", {"t": str(time.monotonic()).encode()})
+            kube.restart(down_for=0.3, lose_history=True)
 
     def sampler(self) -> None:
         while not self.stop.wait(1.0):

@@ -1,5 +1,6 @@
-"""The soak (tools/soak.py), briefly: ~20 s of Checks while decryption keys rotate in a
-Secret on a fake API server that drops, cuts, stalls, 410s and restarts its watches.
+"""The soak (tools/soak.py), briefly: ~30 s of Checks while decryption keys rotate in a
+Secret on a fake API server that drops, cuts, stalls, 410s, 504s, throttles, hangs and
+restarts its watches.
 
 The tool decides; this test runs it as ``make soak`` would (a subprocess, the real CLI
 underneath) and asserts on its JSON report: no wrong decision (an allow of a token that
@@ -22,9 +23,11 @@ import pytest
 pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SECONDS = 20
+SECONDS = 30
+FAULT_EVERY = 2.2  # every kind of fault at least once in SECONDS
 FAULT_KINDS = {
     "close", "abort", "gone-event", "gone-rewatch", "stall", "fail", "outage", "restart",
+    "too-large", "throttle", "hang", "lose-history",
 }  # fmt: skip
 
 
@@ -34,6 +37,7 @@ def test_soak_with_faults_makes_no_wrong_decision_and_does_not_grow(
     report_path = tmp_path / "soak.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "soak.py"), "--seconds", str(SECONDS),
+         "--fault-every", str(FAULT_EVERY),
          "--json", str(report_path), "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=SECONDS + 90, check=False,
     )  # fmt: skip
