@@ -97,7 +97,7 @@ def mesh_config_snippet(text: str) -> Any:
 #: gateway.envoyproxy.io/v1alpha1 SecurityPolicy, the fields these examples may use, as
 #: Envoy Gateway v1.9 documents them (api/v1alpha1: securitypolicy_types.go,
 #: ext_auth_types.go, shared_types.go BackendCluster/ClusterSettings, retry_types.go,
-#: healthcheck_types.go). Unknown fields are errors.
+#: healthcheck_types.go, circuitbreaker_types.go). Unknown fields are errors.
 _DURATION = {"type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$"}
 _UINT = {"type": "integer", "minimum": 0}
 
@@ -195,7 +195,17 @@ _CLUSTER_SETTINGS = _strict(
             }
         ),
         "timeout": {"type": "object"},
-        "circuitBreaker": {"type": "object"},
+        "circuitBreaker": _strict(
+            {
+                "maxConnections": _UINT,
+                "maxPendingRequests": _UINT,
+                "maxParallelRequests": _UINT,
+                "maxParallelRetries": _UINT,
+                "maxRequestsPerConnection": _UINT,
+                "perEndpoint": {"type": "object"},
+                "retryBudget": {"type": "object"},
+            }
+        ),
         "loadBalancer": {"type": "object"},
         "connection": {"type": "object"},
         "tcpKeepalive": {"type": "object"},
