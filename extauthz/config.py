@@ -375,6 +375,11 @@ class ListenConfig(_Model):
     http_authz_metadata: StrictBool = True
     """Send ``x-extauthz-*`` metadata headers over HTTP (off for gateways that cannot keep
     them from the client or the upstream)."""
+    http_authz_header_timeout_seconds: Annotated[float, Field(strict=True, gt=0)] = 10.0
+    """A client (Envoy) must send a whole request head within this time (slow clients)."""
+    http_authz_idle_timeout_seconds: Annotated[float, Field(strict=True, gt=0)] = 900.0
+    """An idle keep-alive connection is closed after this; keep it longer than the idle
+    timeout of Envoy's cluster, so Envoy closes first and never reuses a closing one."""
     http: Address | None = None
     """``/metrics``, ``/healthz``, ``/readyz``; omit to disable."""
     tls: TlsConfig | None = None
@@ -667,7 +672,10 @@ class ServerConfig(_Model):
     workers: Annotated[StrictInt, Field(ge=1)] = 1
     """Processes sharing the listeners with SO_REUSEPORT (each with its own key sources)."""
     threads: Annotated[StrictInt, Field(ge=1)] = 8
-    """gRPC handler threads per process."""
+    """gRPC handler threads per process (and verification threads of the HTTP listener)."""
+    liveness_interval_seconds: Annotated[float, Field(strict=True, ge=0.05)] = 5.0
+    """Seconds between self-checks of the authorization listeners (also the deadline of
+    one); ``/healthz`` fails after two failed rounds in a row."""
 
 
 class RevocationConfig(_Model):

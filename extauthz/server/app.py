@@ -40,7 +40,7 @@ from extauthz.revocation.service import Revocation
 from extauthz.server.authz import SERVICE, Authorizer
 from extauthz.server.http import HttpEndpoints
 from extauthz.server.http_authz import HttpAuthzServer
-from extauthz.server.liveness import Liveness, LivenessTimings, Probe
+from extauthz.server.liveness import Liveness, LivenessTimings, Probe, liveness_timings
 from extauthz.server.workers import worker_heartbeat_file
 
 log = structlog.get_logger("extauthz.server")
@@ -173,6 +173,8 @@ class App:
                     path_prefix=listen.http_authz_path_prefix,
                     metadata=listen.http_authz_metadata, tls=listen.tls,
                     reuse_port=reuse_port, threads=config.server.threads,
+                    header_timeout=listen.http_authz_header_timeout_seconds,
+                    idle_timeout=listen.http_authz_idle_timeout_seconds,
                 )  # fmt: skip
             except OSError as exc:
                 self.server.stop(0)
@@ -181,7 +183,7 @@ class App:
                 ) from exc
         self.ready_file = ready_file
         self.liveness = Liveness(
-            self._probes(), liveness,
+            self._probes(), liveness or liveness_timings(config.server.liveness_interval_seconds),
             heartbeat=heartbeat_file or worker_heartbeat_file(), on_change=self._set_live,
         )  # fmt: skip
         self.http: HttpEndpoints | None = None

@@ -15,7 +15,6 @@ worker's heartbeat is fresh (a loopback self-check there may reach another worke
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,17 +47,11 @@ class LivenessTimings:
         return (self.interval + self.deadline) * (self.failures + 1)
 
 
-#: seconds between self-check rounds, for workers and supervisor alike (tests shorten it)
-INTERVAL_ENV = "EXTAUTHZ_LIVENESS_INTERVAL_SECONDS"
-
-
-def liveness_timings() -> LivenessTimings:
-    """The default timings, or a round every ``$EXTAUTHZ_LIVENESS_INTERVAL_SECONDS``
-    seconds (the deadline follows the interval)."""
-    value = os.environ.get(INTERVAL_ENV)
-    if not value:
+def liveness_timings(interval: float | None = None) -> LivenessTimings:
+    """The default timings, or a round every ``interval`` seconds (``server.
+    liveness_interval_seconds``; the deadline of a round follows the interval)."""
+    if interval is None:
         return LivenessTimings()
-    interval = float(value)
     return LivenessTimings(interval=interval, deadline=interval)
 
 

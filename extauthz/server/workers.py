@@ -75,7 +75,7 @@ def run_workers(config: Config, count: int) -> int:
     def ready() -> bool:
         return all(c.poll() is None and (state / f"ready-{c.pid}").exists() for c in children)
 
-    timings = liveness_timings()
+    timings = liveness_timings(config.server.liveness_interval_seconds)
 
     def live() -> bool:
         return all(

@@ -17,7 +17,6 @@ from pathlib import Path
 from envoy_harness import free_port
 
 from extauthz.client import check
-from extauthz.server.liveness import INTERVAL_ENV
 
 
 def get(url: str) -> tuple[int, str]:
@@ -96,12 +95,12 @@ def test_workers_share_the_http_listener_and_a_frozen_worker_fails_liveness(
         listen={"grpc": f"127.0.0.1:{grpc_port}", "http_authz": f"127.0.0.1:{authz_port}",
                 "http": f"127.0.0.1:{http_port}"},
         shutdown={"drain_seconds": 0.2, "grace_seconds": 2},
+        server={"liveness_interval_seconds": 0.2},
     )  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "extauthz", "serve", "--config", str(path), "--workers", "2"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, INTERVAL_ENV: "0.2"},
     )
     base = f"http://127.0.0.1:{http_port}"
     workers: list[int] = []
