@@ -56,9 +56,12 @@ _T = "type.googleapis.com/envoy.extensions."
 
 
 def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
-              jwks: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+              jwks: dict[str, Any] | None = None,
+              grpc_max_streams: int = 0) -> dict[str, Any]:  # fmt: skip
     """An Envoy bootstrap: ``mode`` is ``none``, ``jwt_authn``, ``ext_authz`` (gRPC) or
-    ``http_authz`` (``http_service``, HTTP/1.1, the headers a shipped config forwards)."""
+    ``http_authz`` (``http_service``, HTTP/1.1, the headers a shipped config forwards).
+    ``grpc_max_streams``: ``max_concurrent_streams`` of the gRPC authorization cluster
+    (Envoy opens another connection past it; 0: Envoy's default)."""
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
     if mode == "jwt_authn":
@@ -137,7 +140,9 @@ def bootstrap(listen: int, admin: int, mode: str, authz_port: int = 0,
             "typed_extension_protocol_options": {
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                     "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
+                    "explicit_http_config": {"http2_protocol_options": (
+                        {"max_concurrent_streams": grpc_max_streams} if grpc_max_streams
+                        else {})},
                 },
             },
             "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
@@ -294,7 +299,8 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
             authz_port = authz.http_port if variant.transport == "http" else authz.port
             assert authz_port
         config = bootstrap(h.free_port(), h.free_port(), variant.mode, authz_port or 0,
-                           jwks if variant.kind == "jwt_authn" else None)  # fmt: skip
+                           jwks if variant.kind == "jwt_authn" else None,
+                           args.grpc_max_streams)  # fmt: skip
         proxy, port = stack.enter_context(envoy(work, re.sub(r"\W+", "_", name), config))
         status, headers = probe(port, token)
         if status != 200:
@@ -362,6 +368,8 @@ def main() -> None:
         "--nice", type=int, default=0, help="priority of the benchmark and its servers (root: -10)"
     )
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
+    parser.add_argument("--grpc-max-streams", type=int, default=0,
+                        help="Envoy's max_concurrent_streams to the gRPC server")  # fmt: skip
     args = parser.parse_args()
     h.prioritise(args.nice)
     loadgen.ensure_tool("wrk")
