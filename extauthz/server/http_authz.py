@@ -158,6 +158,16 @@ class _Request:
     start: float
 
 
+def _upper_method(data: bytes) -> bytes:
+    """Upper-case the method of a request line: Envoy forwards an HTTP/2 client's
+    ``delete`` as it came, the parser accepts only upper-case methods, and the
+    frameworks behind Envoy upper-case it before routing (so must the rules)."""
+    space = data.find(b" ", 0, 24)
+    if space > 0 and data[:space].isalpha() and not data[:space].isupper():
+        return data[:space].upper() + data[space:]
+    return data
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse, decide in order, answer, keep alive."""
 
@@ -203,6 +213,8 @@ class _Connection(asyncio.Protocol):
             if self.head_bytes > MAX_HEAD_BYTES:
                 self._fail(431)
                 return
+        if not self.in_message:
+            data = _upper_method(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -479,3 +479,23 @@ def test_a_flood_of_pipelined_requests_is_refused(app: App, mint_token: Callable
     with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
         reply = refused(sock, first.encode() + b"GET /o HTTP/1.1\r\nhost: x\r\n\r\n" * 2000)
     assert reply.startswith(b"HTTP/1.1 400 ") or reply == b"reset", reply[:200]
+
+
+@pytest.mark.parametrize(("method", "status"), [("delete", b"403 "), ("get", b"200 ")])
+def test_a_lower_case_method_is_decided_as_its_upper_case_form(
+    app: App, mint_token: Callable[..., str], method: str, status: bytes
+) -> None:
+    """Envoy forwards an HTTP/2 client's ``delete`` as it came; frameworks serve it as
+    DELETE, so the admin rule (POST/PUT/DELETE need ``admin``) applies, not a 400."""
+    token = mint_token(scope="read")
+    with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
+        sock.sendall(
+            f"{method} /admin/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+            "connection: close\r\n\r\n".encode()
+        )
+        reply = read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:80]
+    if status == b"403 ":
+        assert (
+            b'"reason": "insufficient_scope"' in reply or b'"reason":"insufficient_scope"' in reply
+        )
