@@ -390,12 +390,21 @@ def main() -> None:
         # rounds interleave the variants, so a burst of load from a neighbour hits one
         # round of each rather than all rounds of one
         runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in chosen}
+        failures: dict[str, list[str]] = {}
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
             for variant in chosen:
-                runs[variant.name].append(run_variant(args, work, variant, jwe, jws, jwks))
+                try:
+                    runs[variant.name].append(run_variant(args, work, variant, jwe, jws, jwks))
+                except (RuntimeError, OSError, TimeoutError, subprocess.CalledProcessError) as exc:
+                    # one broken variant must not cost the others' results
+                    print(f"  FAILED: {exc}", flush=True)
+                    failures.setdefault(variant.name, []).append(str(exc)[:500])
         out["runs"] = runs
-        out["rows"] = {name: best(rows) for name, rows in runs.items()}
+        out["failures"] = failures
+        out["rows"] = {name: best(rows) for name, rows in runs.items() if rows}
+        if "no auth" not in out["rows"]:
+            raise SystemExit("the no-auth baseline failed: nothing to compare with")
     path = h.save("envoy", out)
     print(table(out))
     print()
@@ -468,7 +477,10 @@ def table(out: dict[str, Any]) -> str:
             f"{row['envoy_cpu_us']:,.0f} |"
         )
     servers = [f"- {name}: `{row['server']}`" for name, row in rows.items() if row["server"]]
-    return "\n".join([*lines, "", "authorization servers:", *servers])
+    failed = [f"- {name} failed in {len(errors)} round(s): {errors[0]}"
+              for name, errors in out.get("failures", {}).items()]  # fmt: skip
+    return "\n".join([*lines, "", "authorization servers:", *servers,
+                      *(["", "failed:", *failed] if failed else [])])  # fmt: skip
 
 
 Target = tuple[str, str, str, str, bool]
@@ -522,6 +534,10 @@ def targets(out: dict[str, Any]) -> list[Target]:
                               f"allow-all p99 {ref:.1f} ms, no auth "
                               f"{rows['no auth']['fixed']['p99_ms']:.1f} ms",
                               f"≤ +{bound:g} ms", p99 - ref <= bound))  # fmt: skip
+    for name, errors in out.get("failures", {}).items():
+        if name not in rows:
+            found.append((f"{name}: every target it takes part in", "not measured",
+                          f"failed: {errors[0][:120]}", "", False))  # fmt: skip
     return found
 
 
