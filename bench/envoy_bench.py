@@ -307,6 +307,11 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
             raise RuntimeError(f"{name}: expected 200 through Envoy, got {status}")
         if any(k.startswith("x-extauthz-") for k in headers):
             raise RuntimeError(f"{name}: x-extauthz-* headers reached the client")
+        if variant.kind.startswith("extauthz") and headers.get("x-content-type-options") != (
+            "nosniff"
+        ):
+            # the configured response header proves Envoy applied extauthz's answer
+            raise RuntimeError(f"{name}: the allow's client header is missing")
         if variant.kind.startswith("extauthz") or variant.kind == "jwt_authn":
             tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
             if probe(port, tampered)[0] != 401:
