@@ -14,9 +14,14 @@ Readiness means the service *can decide*. :attr:`KeyStore.ready` turns true once
 - every attached source has loaded successfully at least once,
 - no source reports a named object (a Secret or ConfigMap named in the config) as
   missing (:meth:`KeySink.missing`), and
-- every purpose that has a source holds at least one *usable* key: a verification
-  key that may verify (``use`` absent or ``sig``), a decryption key that may decrypt
-  (``use`` absent or ``enc``, private half present).
+- every key purpose that has a source holds at least one *usable* key: a
+  verification key that may verify (``use`` absent or ``sig``), a decryption key that
+  may decrypt (``use`` absent or ``enc``, private half present).
+
+Other purposes (e.g. :data:`REVOCATION`) hold no keys: a source attached under one
+takes part in readiness only by loading once (``publish([])``) and by reporting its
+missing named objects (``missing``), so a revocation list that never loaded, or whose
+ConfigMap is missing, keeps the service not ready too.
 
 and then it stays true for the life of the process: once ready, losing keys is an
 error in the log (``keys_lost``) and a zero in ``extauthz_keys``, never a pod that
@@ -46,6 +51,9 @@ from extauthz.keys.material import Key
 
 DECRYPTION = "decryption"
 
+#: a purpose for sources that gate readiness without holding keys (revocation lists)
+REVOCATION = "revocation"
+
 #: the longest a Check waits for a refetch on an unknown ``kid`` (Envoy's default
 #: ext_authz timeout is 200 ms to 1 s in practice: a longer wait only holds a worker)
 REFETCH_WAIT_SECONDS = 0.5
@@ -62,7 +70,14 @@ def describe_purpose(purpose: str) -> str:
     """Operator words for a purpose: ``decryption keys`` or ``provider idp``."""
     if purpose == DECRYPTION:
         return "decryption keys"
-    return f"provider {purpose.removeprefix('provider:')}"
+    if purpose.startswith("provider:"):
+        return f"provider {purpose.removeprefix('provider:')}"
+    return purpose
+
+
+def holds_keys(purpose: str) -> bool:
+    """Whether ``purpose`` needs a usable key to be ready (decryption, a provider)."""
+    return purpose == DECRYPTION or purpose.startswith("provider:")
 
 
 def usable_for_purpose(key: Key, purpose: str) -> bool:
@@ -263,6 +278,8 @@ class KeyStore:
                 out.append(f"{slot.description}: missing {', '.join(slot.missing)}")
         if self._require_usable:
             for purpose, slots in self._by_purpose_locked().items():
+                if not holds_keys(purpose):
+                    continue
                 if all(s.loaded for s in slots) and not self._usable_locked(purpose):
                     names = "; ".join(s.description for s in slots)
                     out.append(f"{describe_purpose(purpose)}: no usable key in {names}")
@@ -367,7 +384,7 @@ class KeyStore:
             listener(ring)
 
     def _report_usable(self, slot: _Slot, usable: bool, was_ready: bool) -> None:
-        if not self._require_usable:
+        if not self._require_usable or not holds_keys(slot.purpose):
             return
         purpose = slot.purpose
         if usable:

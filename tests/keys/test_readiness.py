@@ -22,7 +22,7 @@ from fakekube import FakeKube
 from structlog.testing import capture_logs
 
 from extauthz import metrics
-from extauthz.keys.keyset import DECRYPTION, KeyStore, provider_purpose
+from extauthz.keys.keyset import DECRYPTION, REVOCATION, KeyStore, provider_purpose
 from extauthz.keys.material import Key, parse_key_material
 
 NS = "auth"
@@ -128,6 +128,21 @@ def test_once_ready_a_loss_is_logged_and_counted_not_a_flap(keys: Any) -> None:
     with capture_logs() as logs:
         decryption.publish(enc_keys(keys, "k2"))
     assert [e["event"] for e in logs if e["event"].startswith("keys_re")] == ["keys_restored"]
+
+
+def test_a_revocation_source_gates_readiness_without_keys(keys: Any) -> None:
+    store = KeyStore()
+    attach(store, DECRYPTION, "decrypt").publish(enc_keys(keys, "k1"))
+    attach(store, IDP, "idp").publish(sig_keys(keys, "s1"))
+    revocation = attach(store, REVOCATION, "kubernetes auth/extauthz-revoked")
+    assert store.pending() == ["kubernetes auth/extauthz-revoked: not loaded yet"]
+    revocation.missing(["ConfigMap auth/extauthz-revoked"])
+    revocation.publish([])
+    assert store.pending() == [
+        "kubernetes auth/extauthz-revoked: missing ConfigMap auth/extauthz-revoked"
+    ]
+    revocation.missing([])
+    assert store.ready
 
 
 def test_the_check_can_be_relaxed_for_pipelines_built_by_hand(keys: Any) -> None:

@@ -624,7 +624,8 @@ class JwksSource:
         if self.discovery and (self._jwks_uri is None or now >= self._discovered_until):
             self._discover()
         uri = self._jwks_uri
-        assert uri is not None  # set by the constructor or by _discover()
+        if uri is None:  # set by the constructor or by _discover(); never None here
+            raise KeySourceError(f"{self.description}: no JWKS URL")
         document = self._http.get(uri)
         keys, ignored = select_verification_keys(document.body, document.url)
         self._report_ignored(ignored)
