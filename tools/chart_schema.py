@@ -1,4 +1,5 @@
-"""Put the config file's JSON Schema into the chart's ``values.schema.json``.
+"""Write the chart's generated files: ``values.schema.json``'s ``config`` part, from the
+config file's JSON Schema, and ``alerts/extauthz.yaml``, from docs/observability.md.
 
 The chart's ``config`` value IS the extauthz config file (minus ``apiVersion`` and
 ``listen``, which the chart writes from ``transport``, ``ports`` and ``tls``), so its
@@ -13,10 +14,14 @@ these mechanical changes:
 - a key source that the config file writes as ``{kubernetes: {...}}`` gets that wrapper
   when the generated schema describes only its inside.
 
+The PrometheusRule's alerts are the ones docs/observability.md documents: its
+``PrometheusRule`` YAML block's ``spec`` is copied, as text, into the chart file that the
+``prometheusRule`` template renders.
+
 Usage::
 
-    python tools/chart_schema.py          # rewrite charts/extauthz/values.schema.json
-    python tools/chart_schema.py --check  # exit 1 when the committed file is stale
+    python tools/chart_schema.py          # rewrite both files
+    python tools/chart_schema.py --check  # exit 1 when a committed file is stale
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +37,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUES_SCHEMA = ROOT / "charts" / "extauthz" / "values.schema.json"
+ALERTS = ROOT / "charts" / "extauthz" / "alerts" / "extauthz.yaml"
+OBSERVABILITY = ROOT / "docs" / "observability.md"
+ALERTS_HEADER = (
+    "# The alerts of docs/observability.md, rendered as the PrometheusRule's `spec` when\n"
+    "# prometheusRule.enabled. Written by tools/chart_schema.py: edit the page, not this.\n"
+)
 
 #: keys of the config file the chart sets itself
 CHART_OWNED = ("apiVersion", "listen")
@@ -101,9 +113,7 @@ def _kubernetes_wrapper(defs: dict[str, Any]) -> None:
         for combinator in ("oneOf", "anyOf"):
             if combinator in node:
                 node[combinator] = [
-                    {"$ref": f"#/$defs/{wrapped}"}
-                    if alt == {"$ref": f"#/$defs/{name}"}
-                    else alt
+                    {"$ref": f"#/$defs/{wrapped}"} if alt == {"$ref": f"#/$defs/{name}"} else alt
                     for alt in node[combinator]
                 ]
         return node
@@ -168,21 +178,37 @@ def render() -> str:
     return json.dumps(merged(current, generated_schema()), indent=2) + "\n"
 
 
+def render_alerts(page: str) -> str:
+    """The ``spec`` of the page's PrometheusRule block, dedented, under a header."""
+    section = page[page.index("### Alerts") :]
+    match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    if match is None:
+        raise SystemExit(f"{OBSERVABILITY.relative_to(ROOT)}: no yaml block under ### Alerts")
+    lines = match.group(1).splitlines()
+    spec = lines.index("spec:")
+    body = [line.removeprefix("  ") for line in lines[spec + 1 :]]
+    return ALERTS_HEADER + "\n".join(body).rstrip("\n") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite the chart schema, or with ``--check`` report whether it is up to date."""
+    """Rewrite the generated files, or with ``--check`` report whether they are current."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
+    parser.add_argument("--check", action="store_true", help="fail if a file is stale")
     args = parser.parse_args(argv)
-    text = render()
+    wanted = {
+        VALUES_SCHEMA: render(),
+        ALERTS: render_alerts(OBSERVABILITY.read_text(encoding="utf-8")),
+    }
+    stale = [path for path, text in wanted.items() if path.read_text(encoding="utf-8") != text]
     if args.check:
-        if VALUES_SCHEMA.read_text(encoding="utf-8") != text:
+        for path in stale:
             print(
-                f"{VALUES_SCHEMA.relative_to(ROOT)} is stale: run python tools/chart_schema.py",
+                f"{path.relative_to(ROOT)} is stale: run python tools/chart_schema.py",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    VALUES_SCHEMA.write_text(text, encoding="utf-8")
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(wanted[path], encoding="utf-8")
     return 0
 
 

@@ -231,8 +231,9 @@ def test_every_values_key_is_documented() -> None:
 
 
 def test_config_schema_is_the_generated_one() -> None:
-    """values.schema.json's `config` is what `extauthz config schema` prints today
-    (`python tools/chart_schema.py` rewrites it after a config change)."""
+    """values.schema.json's `config` is what `extauthz config schema` prints today, and
+    the chart's alerts are docs/observability.md's (`python tools/chart_schema.py`
+    rewrites both after a change)."""
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "chart_schema.py"), "--check"],
         capture_output=True,
