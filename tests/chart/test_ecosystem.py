@@ -555,3 +555,13 @@ def test_notes_follow_the_transport(helm: Helm) -> None:
     assert "envoyExtAuthzHttp" in only_http
     assert "--address 127.0.0.1:9001" not in only_http
     assert "helm test" in only_http
+
+
+def test_notes_never_put_a_private_key_in_a_file(helm: Helm) -> None:
+    """The key commands NOTES print pipe the private key: keygen -> kubectl create (no
+    last-applied copy), Secret -> keygen --public; no redirection into a file."""
+    notes = _notes(helm)
+    assert "--namespace auth | kubectl create -f -" in notes
+    assert "base64 -d | extauthz keygen --public /dev/stdin" in notes
+    assert "> enc.json" not in notes
+    assert "kubectl apply" not in notes
