@@ -344,7 +344,7 @@ Invalid value combinations, refused at render time with the offending keys named
 {{- $v := .Values }}
 {{- $sidecar := eq $v.mode "sidecar" }}
 {{- if not $v.config.decryption.keys }}
-{{- fail "extauthz: config.decryption.keys: no decryption key source. List the Secrets holding the service's private keys, e.g. [{kubernetes: {secrets: [extauthz-decryption-keys]}}] (create one with `extauthz keygen --use enc --alg RSA-OAEP-256 --secret extauthz-decryption-keys | kubectl apply -f -`), or use a label_selector" }}
+{{- fail "extauthz: config.decryption.keys: no decryption key source. List the Secrets holding the service's private keys, e.g. [{kubernetes: {secrets: [extauthz-decryption-keys]}}] (create one with `extauthz keygen --use enc --alg RSA-OAEP-256 --secret extauthz-decryption-keys | kubectl create -f -`), or use a label_selector" }}
 {{- end }}
 {{- range $alg := ($v.config.decryption.key_algorithms | default list) }}
 {{- if has $alg (list "none" "RSA1_5") }}
