@@ -1,7 +1,9 @@
 """The series extauthz exports, as Prometheus stores them: name -> labels.
 
-Built from ``extauthz/metrics.py`` itself (never a hand-kept list), under the
-Prometheus naming rules: a counter ``x`` is stored as ``x_total``, a histogram as
+Built from the metric objects the package itself defines (never a hand-kept list): those
+of ``extauthz/metrics.py`` and of any other module of the package (every module is
+imported, so the catalog does not depend on which ones a test run happened to load),
+under the Prometheus naming rules: a counter ``x`` is stored as ``x_total``, a histogram as
 ``x_bucket`` (plus ``le``), ``x_count`` and ``x_sum``, an Info as ``x_info``. Every
 series also carries the target labels Prometheus adds when it scrapes.
 """
@@ -9,12 +11,15 @@ series also carries the target labels Prometheus adds when it scrapes.
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
+import pkgutil
 import re
 from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
+import extauthz
 from extauthz import metrics
 
 #: labels Prometheus (via the chart's ServiceMonitor) attaches to every scraped series
@@ -40,17 +45,31 @@ def _info_keys(function: Any) -> frozenset[str]:
     return frozenset(keys)
 
 
+def defined_metrics() -> list[MetricWrapperBase]:
+    """Every metric object defined at module level anywhere in the package."""
+    found: dict[int, MetricWrapperBase] = {}
+    for info in pkgutil.walk_packages(extauthz.__path__, "extauthz."):
+        if info.name.startswith("extauthz._proto") or info.name == "extauthz.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, MetricWrapperBase):
+                found[id(value)] = value
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            found[id(value)] = value
+    return list(found.values())
+
+
 def exported_series() -> dict[str, frozenset[str]]:
-    """Series name -> labels, for every metric extauthz/metrics.py defines.
+    """Series name -> labels, for every metric the package defines.
 
     prometheus_client has no public accessor for a metric's label names, so this reads
     the wrapper's ``_name``/``_type``/``_labelnames``; the Info's keys come from
     ``set_build_info``, the one place that sets them.
     """
     series: dict[str, frozenset[str]] = {}
-    for value in vars(metrics).values():
-        if not isinstance(value, MetricWrapperBase):
-            continue
+    for value in defined_metrics():
         name, kind = value._name, value._type
         labels = frozenset(value._labelnames) | TARGET_LABELS
         if kind == "counter":
