@@ -224,6 +224,10 @@ def test_test_pods_are_hooks_that_run_restricted_and_are_not_selected(rendered: 
         assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
         assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert ctr["image"] == container(manifests)["image"]
+        assert ctr["resources"] == {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "128Mi"},
+        }
     # the NetworkPolicy lets exactly these pods in
     peers = find(manifests, "NetworkPolicy")["spec"]["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": TEST_SELECTOR}} in peers
