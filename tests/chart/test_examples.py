@@ -173,8 +173,25 @@ _CLUSTER_SETTINGS = _strict(
                         "healthyThreshold": _UINT,
                         "type": {"enum": ["HTTP", "TCP", "GRPC"]},
                         "grpc": _strict({"service": {"type": "string"}}),
-                        "http": {"type": "object"},
+                        "http": _strict(
+                            {
+                                "hostname": {"type": "string"},
+                                "path": {"type": "string", "pattern": "^/"},
+                                "method": {"type": "string"},
+                                "expectedStatuses": {
+                                    "type": "array",
+                                    "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                                },
+                                "retriableStatuses": {"type": "array"},
+                                "expectedResponse": {"type": "object"},
+                                "requestBody": {"type": "object"},
+                            },
+                            ("path",),
+                        ),
                         "tcp": {"type": "object"},
+                        "overrides": _strict(
+                            {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}
+                        ),
                     },
                     ("type",),
                 ),
@@ -460,6 +477,9 @@ def test_envoy_gateway_policies_point_at_the_chart_service(helm: Helm) -> None:
         assert policy["spec"]["extAuth"]["statusOnError"] == 503
         if protocol == "http":
             http = policy["spec"]["extAuth"]["http"]
+            active = http["backendSettings"]["healthCheck"]["active"]
+            assert active["overrides"]["port"] == ports["http-metrics"]
+            assert active["http"]["path"] == "/readyz"
             assert sorted(http["headersToBackend"]) == claim_headers
             sent = set(policy["spec"]["extAuth"]["headersToExtAuth"])
             assert {"authorization", "x-request-id", *claim_headers} <= sent
