@@ -480,6 +480,17 @@ def test_envoy_gateway_policies_point_at_the_chart_service(helm: Helm) -> None:
             active = http["backendSettings"]["healthCheck"]["active"]
             assert active["overrides"]["port"] == ports["http-metrics"]
             assert active["http"]["path"] == "/readyz"
+            # the NetworkPolicy lets the proxies reach that port
+            policy_rules = find(manifests, "NetworkPolicy")["spec"]["ingress"]
+            metrics_port = {"port": "extauthz-http", "protocol": "TCP"}
+            (metrics_rule,) = [r for r in policy_rules if metrics_port in r["ports"]]
+            assert any(
+                peer.get("namespaceSelector", {})
+                .get("matchLabels", {})
+                .get("kubernetes.io/metadata.name")
+                == "envoy-gateway-system"
+                for peer in metrics_rule["from"]
+            )
             assert sorted(http["headersToBackend"]) == claim_headers
             sent = set(policy["spec"]["extAuth"]["headersToExtAuth"])
             assert {"authorization", "x-request-id", *claim_headers} <= sent
