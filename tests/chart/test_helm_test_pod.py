@@ -43,7 +43,7 @@ def free_port() -> int:
 class LocalService:
     """`extauthz serve` with gRPC, HTTP authorization and ops listeners on loopback."""
 
-    def __init__(self, workdir: Path, *, with_keys: bool, prefix: str) -> None:
+    def __init__(self, workdir: Path, *, with_keys: bool, prefix: str, metadata: bool) -> None:
         self.grpc, self.http_authz, self.ops = free_port(), free_port(), free_port()
         decrypt, verify = workdir / "decrypt", workdir / "verify"
         decrypt.mkdir(parents=True)
@@ -60,6 +60,7 @@ class LocalService:
                 "grpc": f"127.0.0.1:{self.grpc}",
                 "http_authz": f"127.0.0.1:{self.http_authz}",
                 "http_authz_path_prefix": prefix,
+                "http_authz_metadata": metadata,
                 "http": f"127.0.0.1:{self.ops}",
             },
             "decryption": {"keys": [{"directory": str(decrypt)}]},
@@ -110,8 +111,12 @@ def service_factory(tmp_path: Path) -> Iterator[Any]:
     """Start local services; all are stopped at the end."""
     started: list[LocalService] = []
 
-    def start(*, with_keys: bool = True, prefix: str = "/authz") -> LocalService:
-        service = LocalService(tmp_path / f"svc{len(started)}", with_keys=with_keys, prefix=prefix)
+    def start(
+        *, with_keys: bool = True, prefix: str = "/authz", metadata: bool = True
+    ) -> LocalService:
+        service = LocalService(
+            tmp_path / f"svc{len(started)}", with_keys=with_keys, prefix=prefix, metadata=metadata
+        )
         started.append(service)
         return service
 
@@ -165,6 +170,21 @@ def test_pods_pass_against_a_ready_service(helm: Helm, service_factory: Any) -> 
         result = run_pod(args)
         assert result.returncode == 0, (protocol, result.stdout, result.stderr)
         assert json.loads(result.stdout)["decision"] == "deny"
+
+
+def test_http_pod_reads_the_reason_without_metadata_headers(
+    helm: Helm, service_factory: Any
+) -> None:
+    """httpAuthz.metadataHeaders=false (Envoy Gateway): no x-extauthz-* headers, the
+    reason comes from the deny's JSON body, and the test still passes."""
+    service = service_factory(metadata=False)
+    service.wait_listening(ready=True)
+    args = pod_commands(helm, service, "--set", "httpAuthz.metadataHeaders=false")["http"]
+    result = run_pod(args)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    described = json.loads(result.stdout)
+    assert not described.get("metadata")
+    assert described["body"]["reason"] == "missing_token"
 
 
 def test_pods_fail_against_a_service_without_keys(helm: Helm, service_factory: Any) -> None:
