@@ -147,7 +147,11 @@ def _lower(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 Text = Annotated[StrictStr, Field(min_length=1)]
-HeaderName = Annotated[StrictStr, AfterValidator(_header_name)]
+HeaderName = Annotated[
+    StrictStr,
+    AfterValidator(_header_name),
+    WithJsonSchema({"type": "string", "pattern": r"^[a-z0-9!#$%&'*+.^_`|~-]+$"}),
+]
 Address = Annotated[StrictStr, AfterValidator(_address)]
 PathValue = Annotated[Path, BeforeValidator(_resolve_path)]
 ReadableFile = Annotated[Path, BeforeValidator(_resolve_path), AfterValidator(_readable_file)]
@@ -185,14 +189,38 @@ def _allowed_in(allowed: tuple[str, ...]) -> AfterValidator:
 
 
 _ALL_KEY_ALGORITHMS = DEFAULT_KEY_ALGORITHMS + OPTIONAL_KEY_ALGORITHMS
+_ALL_SIGNATURE_ALGORITHMS = DEFAULT_SIGNATURE_ALGORITHMS + HMAC_ALGORITHMS
 KeyAlgorithms = Annotated[
-    tuple[Annotated[StrictStr, _allowed_in(_ALL_KEY_ALGORITHMS)], ...], Field(min_length=1)
+    tuple[
+        Annotated[
+            StrictStr,
+            _allowed_in(_ALL_KEY_ALGORITHMS),
+            WithJsonSchema({"type": "string", "enum": list(_ALL_KEY_ALGORITHMS)}),
+        ],
+        ...,
+    ],
+    Field(min_length=1),
 ]
 ContentAlgorithms = Annotated[
-    tuple[Annotated[StrictStr, _allowed_in(DEFAULT_CONTENT_ALGORITHMS)], ...], Field(min_length=1)
+    tuple[
+        Annotated[
+            StrictStr,
+            _allowed_in(DEFAULT_CONTENT_ALGORITHMS),
+            WithJsonSchema({"type": "string", "enum": list(DEFAULT_CONTENT_ALGORITHMS)}),
+        ],
+        ...,
+    ],
+    Field(min_length=1),
 ]
 SignatureAlgorithms = Annotated[
-    tuple[Annotated[StrictStr, _allowed_in(DEFAULT_SIGNATURE_ALGORITHMS + HMAC_ALGORITHMS)], ...],
+    tuple[
+        Annotated[
+            StrictStr,
+            _allowed_in(_ALL_SIGNATURE_ALGORITHMS),
+            WithJsonSchema({"type": "string", "enum": list(_ALL_SIGNATURE_ALGORITHMS)}),
+        ],
+        ...,
+    ],
     Field(min_length=1),
 ]
 
@@ -907,12 +935,36 @@ def load(path: Path) -> Config:
     return parse(data, path.resolve().parent, source=path)
 
 
+def _close_pattern_maps(node: Any) -> None:
+    """A mapping whose keys must match a pattern refuses the keys that do not."""
+    if isinstance(node, dict):
+        if "patternProperties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _close_pattern_maps(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_pattern_maps(value)
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the config file, generated from the model."""
     schema = Config.model_json_schema(by_alias=True, mode="validation")
+    defs = schema["$defs"]
     # the second spelling of an exact path, accepted by the model, is valid in editors too
-    rule = schema["$defs"]["RuleConfig"]["properties"]
+    rule = defs["RuleConfig"]["properties"]
     rule["path_exact"] = {**rule["path"], "description": "Same as path.", "deprecated": True}
+    # the file writes a Kubernetes source as `kubernetes: {...}` (the model unwraps it)
+    defs["KubernetesObjects"] = defs.pop("KubernetesSourceConfig")
+    defs["KubernetesSourceConfig"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kubernetes"],
+        "properties": {"kubernetes": {"$ref": "#/$defs/KubernetesObjects"}},
+        "description": "Kubernetes objects watched live: `kubernetes: {namespace, secrets | "
+        "configmaps | label_selector, kind}`.",
+    }
+    _close_pattern_maps(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,
