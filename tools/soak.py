@@ -14,7 +14,7 @@ What runs:
   ``close`` (watch ended cleanly), ``abort`` (cut mid-chunk), ``gone-event`` (compaction,
   then an ERROR 410 event), ``gone-rewatch`` (compaction, watch closed, the re-watch
   gets 410), ``stall`` (watches silent for 1.5 s, connection kept), ``fail`` (the next
-  two requests answer 500), ``outage`` (every request dropped unanswered for 0.5 s),
+  two requests within 1 s answer 500), ``outage`` (every request dropped unanswered for 0.5 s),
   ``restart`` (API server down 0.3 s, same port), ``too-large`` (the re-watch answers
   504 "Too large resource version", as after an etcd restore), ``throttle`` (the
   re-watch answers 429 with ``Retry-After: 1``), ``hang`` (a silent peer for 1.5 s:
@@ -426,7 +426,7 @@ class Soak:
             time.sleep(1.5)
             kube.release_watches()
         elif kind == "fail":
-            kube.fail_requests(2, 500)
+            kube.fail_requests(2, 500, ttl=1.0)
             kube.close_watches()
         elif kind == "outage":
             kube.outage("drop")
@@ -436,10 +436,10 @@ class Soak:
             kube.restart(down_for=0.3)
         elif kind == "too-large":
             # what a watch meets after an etcd restore: 504 Too large resource version
-            kube.fail_requests(1, 504, lambda r: r.is_watch)
+            kube.fail_requests(1, 504, lambda r: r.is_watch, ttl=1.0)
             kube.close_watches()
         elif kind == "throttle":
-            kube.fail_requests(1, 429, lambda r: r.is_watch, retry_after=1)
+            kube.fail_requests(1, 429, lambda r: r.is_watch, retry_after=1, ttl=1.0)
             kube.close_watches()
         elif kind == "hang":
             kube.outage("hang")  # a silent peer: nothing sent, nothing closed

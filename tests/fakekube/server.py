@@ -250,6 +250,7 @@ class _Fault:
     code: int
     predicate: Callable[[Request], bool]
     retry_after: int | None = None
+    expires: float | None = None  # monotonic; None: until used up
 
 
 @dataclass
@@ -436,13 +437,17 @@ class FakeKube:
         predicate: Callable[[Request], bool] | None = None,
         *,
         retry_after: int | None = None,
+        ttl: float | None = None,
     ) -> None:
         """Answer the next ``count`` requests matching ``predicate`` with a ``code`` Status
         (with a ``Retry-After`` header and ``details.retryAfterSeconds`` when given, as
-        the API server's priority and fairness does with ``429``)."""
+        the API server's priority and fairness does with ``429``). ``ttl``: the fault
+        lasts that many seconds at most, used up or not (a real server's trouble passes
+        whether or not a client asks meanwhile)."""
+        expires = None if ttl is None else time.monotonic() + ttl
         with self._lock:
             self._state.faults.append(
-                _Fault(count, code, predicate or (lambda r: True), retry_after)
+                _Fault(count, code, predicate or (lambda r: True), retry_after, expires)
             )
 
     def add_token(self, token: str, user: str) -> None:
@@ -530,6 +535,11 @@ class FakeKube:
         with self._lock:
             self.requests.append(request)
             self._logged.notify_all()
+            self._state.faults = [
+                f
+                for f in self._state.faults
+                if f.count > 0 and (f.expires is None or f.expires > request.at)
+            ]
             for fault in self._state.faults:
                 if fault.count > 0 and fault.predicate(request):
                     fault.count -= 1

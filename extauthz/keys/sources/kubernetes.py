@@ -310,8 +310,9 @@ class Stream:
     objects: dict[str, str] = field(default_factory=dict)  # name -> resourceVersion
     listed: bool = False
     failing: bool = False  # reported to the handler as failed (until a request works)
-    errors: int = 0  # consecutive failed attempts (the first is only a retry)
+    errors: int = 0  # failed attempts since the last watch began (the first is a retry)
     failures: int = 0  # consecutive attempts without progress (drives the backoff)
+    relisted: bool = False  # a 410 relist happened since the last progress
     resource_version: str | None = None
     response: Any = None  # the open HTTP response, so stop() can cut it
     thread: threading.Thread | None = None
@@ -504,18 +505,21 @@ class ObjectWatcher:
             started is not None and self.clock() - started >= HEALTHY_WATCH_SECONDS
         )
         stream.failures = 0 if progressed else stream.failures + 1
+        if progressed:
+            stream.relisted = False
         if error is not None:
             self._stream_error(stream, error)
-        else:
-            stream.errors = 0
         if expired:
             log.info("kubernetes_watch_expired", source=self.description, stream=stream.label)
-        if stream.failures == 0 or (expired and stream.failures == 1):
-            # after progress, or at the first 410, go again at once: a retry that
-            # fails makes no progress, so the next one waits
+        if stream.failures == 0 or (expired and not stream.relisted):
+            # after progress, or at the first 410 since, go again at once (a 410 is
+            # an answer, not a failure: the server is up); a retry that makes no
+            # progress counts, so the next one waits
             delay = 0.0
         else:
             delay = self.backoff.delay(stream.failures - 1, self.rng)
+        if expired:
+            stream.relisted = True
         if retry_after is not None:
             delay = max(delay, retry_after)
         if delay and error is None:
@@ -591,6 +595,8 @@ class ObjectWatcher:
                 _close(response)
                 raise _Stopped
             stream.response = response
+        if watch:
+            stream.errors = 0  # watching again: the next failure is a retry, not an outage
         if stream.failing:  # the API answers again
             stream.failing = False
             log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
