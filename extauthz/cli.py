@@ -112,7 +112,7 @@ def _expected(expect: str | None, result: dict[str, Any]) -> bool:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Send one Check to a running server and print the decision."""
-    from extauthz.client import check, check_http
+    from extauthz.client import ClientTls, check, check_http
 
     if bool(args.address) == bool(args.http):
         print("extauthz check: give exactly one of --address, --http", file=sys.stderr)
@@ -135,16 +135,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     for item in args.context or []:
         key, _, value = item.partition("=")
         context[key] = value
+    tls = None
+    if args.ca_file or args.cert_file or args.server_name:
+        if bool(args.cert_file) != bool(args.key_file):
+            print("extauthz check: --cert-file and --key-file go together", file=sys.stderr)
+            return EXIT_ERROR
+        tls = ClientTls(
+            ca_file=Path(args.ca_file) if args.ca_file else None,
+            cert_file=Path(args.cert_file) if args.cert_file else None,
+            key_file=Path(args.key_file) if args.key_file else None,
+            server_name=args.server_name,
+        )
     try:
         if args.http:
             if context:
                 print("extauthz check: --context needs gRPC (--address)", file=sys.stderr)
                 return EXIT_ERROR
             result = check_http(args.http, headers, path=args.path, method=args.method,
-                                timeout=args.timeout)  # fmt: skip
+                                timeout=args.timeout, tls=tls)  # fmt: skip
         else:
             result = check(args.address, headers, path=args.path, method=args.method,
-                           context=context, timeout=args.timeout)  # fmt: skip
+                           context=context, timeout=args.timeout, tls=tls)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any transport failure is exit 2
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return EXIT_ERROR
@@ -270,6 +281,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--method", default="GET")
     check.add_argument("--context", action="append", metavar="k=v")
     check.add_argument("--timeout", type=float, default=5.0)
+    check.add_argument("--ca-file", metavar="PEM", help="TLS: CA of the server's certificate")
+    check.add_argument("--cert-file", metavar="PEM", help="mTLS: client certificate")
+    check.add_argument("--key-file", metavar="PEM", help="mTLS: client private key")
+    check.add_argument("--server-name", metavar="NAME",
+                       help="TLS: the name in the server's certificate (gRPC)")  # fmt: skip
     check.set_defaults(func=cmd_check)
 
     cfg = sub.add_parser("config", help="config file tools")

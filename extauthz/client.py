@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -61,12 +64,42 @@ def describe(response: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS for ``extauthz check``: the CA that signed the server's certificate, an
+    optional client certificate (mTLS) and the name to expect in the server's one."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For the HTTP listener."""
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file or self.cert_file))
+        return context
+
+    def channel(self, address: str) -> grpc.Channel:
+        """For the gRPC listener."""
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes() if self.ca_file else None,
+            private_key=self.key_file.read_bytes() if self.key_file else None,
+            certificate_chain=self.cert_file.read_bytes() if self.cert_file else None,
+        )
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(address, credentials, options=options)
+
+
 def check(
     address: str, headers: Mapping[str, str], path: str = "/", method: str = "GET",
     context: Mapping[str, str] | None = None, timeout: float = 5.0,
+    tls: ClientTls | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Send one Check to ``address`` over plaintext gRPC and describe the answer."""
-    with grpc.insecure_channel(address) as channel:
+    """Send one Check to ``address`` over gRPC (plaintext unless ``tls``) and describe
+    the answer."""
+    with tls.channel(address) if tls else grpc.insecure_channel(address) as channel:
         call = channel.unary_unary(
             METHOD,
             request_serializer=external_auth_pb2.CheckRequest.SerializeToString,
@@ -78,7 +111,7 @@ def check(
 
 def check_http(
     url: str, headers: Mapping[str, str], path: str = "/", method: str = "GET",
-    timeout: float = 5.0,
+    timeout: float = 5.0, tls: ClientTls | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Send one request to an HTTP authorization listener (``http://host:port[/prefix]``)
     as Envoy's ``http_service`` would, and describe the answer like :func:`describe`."""
@@ -88,10 +121,14 @@ def check_http(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
-    connection_type = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_type(parts.hostname, parts.port, timeout=timeout)
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout,
+            context=(tls or ClientTls()).ssl_context(),
+        )  # fmt: skip
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.request(
             method, parts.path.rstrip("/") + path, headers={**headers, "content-length": "0"}

@@ -179,3 +179,67 @@ def test_serve_with_a_bad_config_exits_2_with_key_paths(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "listen.grpc" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_expect_over_grpc_and_http(write_config: Callable[..., Path]) -> None:
+    """--expect makes the exit code say whether the answer matched, on both listeners."""
+    app = App(config_mod.load(write_config(listen={
+        "grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0",
+    })))  # fmt: skip
+    app.start()
+    try:
+        assert app.store.wait_ready(5)
+        assert app.http_authz is not None
+        grpc_at = ["--address", f"127.0.0.1:{app.grpc_port}"]
+        http_at = ["--http", f"http://127.0.0.1:{app.http_authz.port}"]
+        for where in (grpc_at, http_at):
+            assert run("check", *where, "--expect", "deny:missing_token").returncode == 0
+            assert run("check", *where, "--expect", "deny").returncode == 0
+            assert run("check", *where, "--expect", "deny:malformed").returncode == 1
+            assert run("check", *where, "--expect", "allow").returncode == 1
+            public = run("check", *where, "--path", "/public/x", "--expect", "allow")
+            assert public.returncode == 0, public.stdout
+        assert run("check", *grpc_at, "--expect", "maybe").returncode == 2
+        assert run("check", *grpc_at, *http_at).returncode == 2
+    finally:
+        app.stop_now()
+
+
+def test_check_over_mtls_on_both_listeners(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--ca-file/--cert-file/--key-file reach a TLS (mTLS) listener; without a client
+    certificate the handshake is refused (exit 2)."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "extauthz.test")
+    client = ca.issue_cert("client.test")
+    files = {}
+    for name, blob in (
+        ("ca.pem", ca.cert_pem), ("server.pem", server.cert_chain_pems[0]),
+        ("server.key", server.private_key_pem), ("client.pem", client.cert_chain_pems[0]),
+        ("client.key", client.private_key_pem),
+    ):  # fmt: skip
+        blob.write_to_path(str(tmp_path / name))
+        files[name] = str(tmp_path / name)
+    tls = {"cert_file": files["server.pem"], "key_file": files["server.key"],
+           "client_ca_file": files["ca.pem"]}  # fmt: skip
+    app = App(config_mod.load(write_config(listen={
+        "grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0", "tls": tls,
+    })))  # fmt: skip
+    app.start()
+    try:
+        assert app.store.wait_ready(5)
+        assert app.http_authz is not None
+        identity = ["--ca-file", files["ca.pem"]]
+        mtls = [*identity, "--cert-file", files["client.pem"], "--key-file", files["client.key"]]
+        grpc_at = ["--address", f"127.0.0.1:{app.grpc_port}", "--server-name", "extauthz.test"]
+        http_at = ["--http", f"https://127.0.0.1:{app.http_authz.port}"]
+        for where in (grpc_at, http_at):
+            ok = run("check", *where, *mtls, "--expect", "deny:missing_token", "--timeout", "3")
+            assert ok.returncode == 0, ok.stdout
+            refused = run("check", *where, *identity, "--timeout", "3")
+            assert refused.returncode == 2, refused.stdout
+    finally:
+        app.stop_now()
