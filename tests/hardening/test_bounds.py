@@ -185,6 +185,35 @@ def test_header_bytes_at_max_header_bytes_are_decided_and_one_more_is_too_large(
     assert cpu < CHEAP
 
 
+def test_path_of_max_header_bytes_is_matched_and_one_more_is_too_large_before_any_rule(
+    hkit: Kit, new_henv: NewEnv
+) -> None:
+    """The path is bounded by ``token.max_header_bytes`` too, and the bound is applied
+    before any rule (a ``path_regex``) runs: one byte over is ``too_large`` under the
+    ``default`` rule, whatever rule the path would have matched, for little CPU."""
+    env = new_henv({"rules": [
+        {"name": "p", "path_regex": r"/users/(\w+\.?)+/profile", "require_scopes": ["p"]},
+    ]})  # fmt: skip
+    limit = env.config.token.max_header_bytes
+    auth = {"authorization": f"Bearer {sign(claims(), hkit.sig_rsa)}"}
+
+    def request(size: int) -> CheckInput:
+        path = "/users/" + "a" * (size - len("/users/") - 1) + "!"
+        assert len(path) == size
+        return CheckInput(path=path, headers=auth)
+
+    assert timed(env, request(limit))[0] is Reason.OK
+    gc.disable()
+    try:
+        start = time.thread_time()
+        decision, _ = env.evaluator.check(request(limit + 1))
+        cpu = time.thread_time() - start
+    finally:
+        gc.enable()
+    assert (decision.reason, decision.rule) == (Reason.TOO_LARGE, "default")
+    assert cpu < CHEAP
+
+
 def test_header_bytes_at_the_grpc_edge_are_the_serialized_size(hkit: Kit, new_henv: NewEnv) -> None:
     """At the edge, the bound applies to the serialized size of the HTTP attributes
     (what Envoy sent, in bytes): exactly that size is decided, one byte less of cap is

@@ -62,9 +62,11 @@ from pipeline.support import (
     compact_json,
     encrypt,
     nested,
+    oct_jwk,
     sign,
     unb64,
 )
+from pipeline.support import key as key_of
 
 from extauthz.errors import Reason
 from extauthz.pipeline.decision import Decision
@@ -102,7 +104,8 @@ def decide(env: Env, request: CheckInput) -> Decision:
         env.evaluator._check(request)  # re-raise what the evaluator swallowed
         pytest.fail("internal_error, yet the same request did not raise a second time")
     assert spent < CPU_BUDGET, f"one Check cost {spent:.3f} s of CPU"
-    assert decision.status in (200, 401, 403), decision
+    assert decision.status in (200, 400, 401, 403), decision
+    assert (decision.status == 400) is (decision.reason is Reason.BAD_PATH)
     if decision.allowed:
         assert_allow_invariants(decision)
     else:
@@ -128,6 +131,9 @@ OPTIONAL_FEATURES: dict[str, Any] = {
     },
     "upstream": {"claims_header": "x-auth-claims", "strip_header_prefixes": ["x-auth-"],
                  "authorization": "inner"},
+    # a pattern that backtracks for seconds on Python's re: random paths run it (RE2)
+    "rules": [{"name": "profile", "path_regex": r"/users/(\w+\.?)+/profile",
+               "require_scopes": ["profile"]}],
 }  # fmt: skip
 
 
@@ -485,6 +491,111 @@ def test_fuzz_random_requests(
         sent = {k for k, _ in raw} if raw else set(headers)
         managed = {n for n, _ in decision.upstream_headers} | set(decision.remove_headers)
         assert {n for n in sent if n.startswith("x-auth-")} <= managed
+
+
+# -- paths against path_regex ---------------------------------------------------------------
+
+PATH_PIECES = st.sampled_from([
+    "a", "A", "_", "9", ".", "..", "!", "/", "//", "%2e", "%2E", "%2f", ";", ";x=1", "%3b",
+    "%25", "%c3%a9", "%c0%ae", "\\", "\t", "%00", "users", "USERS", "profile", "é",
+])  # fmt: skip
+
+
+@FUZZ
+@given(
+    pieces=st.lists(PATH_PIECES, max_size=60),
+    run=st.integers(0, 40),
+    method=st.sampled_from(["GET", "head", "delete", "PoSt"]),
+    valid=st.booleans(),
+)
+def test_fuzz_paths_against_path_regex(
+    envs: dict[str, Env], originals: dict[str, list[str]], pieces: list[str], run: int,
+    method: str, valid: bool,
+) -> None:  # fmt: skip
+    """Paths built to make a catastrophic ``path_regex`` backtrack (long runs of word
+    characters and dots with no ``/profile`` end), mixed with encodings and case: every
+    Check stays within the CPU budget, and a ``/users/.../profile`` path never passes a
+    token without the ``profile`` scope."""
+    env = envs["optional"]
+    path = "/users/" + "a" * run + "".join(pieces)
+    token = originals["optional"][2] if valid else None
+    decision = decide(env, env.request(token, path=path, method=method))
+    if decision.allowed:
+        assert valid
+        assert decision.rule == "default"
+
+
+# -- PBES2: one iteration budget per Check -------------------------------------------------
+
+PBES2_CAP = 100_000
+PBES2_ALGS = ["PBES2-HS256+A128KW", "PBES2-HS384+A192KW", "PBES2-HS512+A256KW"]
+
+
+@pytest.fixture(scope="module")
+def pbes2_env(new_henv: Callable[..., Env]) -> Env:
+    """PBES2 at a high cap, with the kit's five ``oct`` decryption keys (kid-less tokens
+    may try ``max_keys_tried`` = 3 of them)."""
+    return new_henv({"decryption": {"key_algorithms": [*PBES2_ALGS, "RSA-OAEP-256"],
+                                    "pbes2_max_iterations": PBES2_CAP}})  # fmt: skip
+
+
+def pbes2_garbage(hkit: Kit, alg: str, p2c: int, kid: str | None) -> str:
+    """A well-formed PBES2 JWE that no published key decrypts."""
+    stranger = key_of(oct_jwk(256, kid or "stranger"))
+    inner = sign(claims(), hkit.sig_rsa)
+    return encrypt(inner, stranger, alg, header={"p2c": p2c}, kid=kid is not None)
+
+
+@pytest.fixture(scope="module")
+def one_derivation(hkit: Kit, new_henv: Callable[..., Env]) -> dict[str, float]:
+    """CPU of one PBES2 try at the cap, per algorithm (one key only: best of three)."""
+    single = new_henv(
+        {"decryption": {"key_algorithms": PBES2_ALGS, "pbes2_max_iterations": PBES2_CAP}},
+        decryption_keys=[hkit.enc_oct[256]],
+    )
+    cost: dict[str, float] = {}
+    for alg in PBES2_ALGS:
+        token = pbes2_garbage(hkit, alg, PBES2_CAP, None)
+        runs = []
+        for _ in range(3):
+            gc.disable()
+            try:
+                start = time.thread_time()
+                single.evaluator.check(single.request(token))
+                runs.append(time.thread_time() - start)
+            finally:
+                gc.enable()
+        cost[alg] = min(runs)
+    return cost
+
+
+@FUZZ
+@given(
+    alg=st.sampled_from(PBES2_ALGS),
+    p2c=st.one_of(
+        st.sampled_from([PBES2_CAP, PBES2_CAP - 1, PBES2_CAP // 2 + 1]),
+        st.integers(1, PBES2_CAP),
+    ),
+    kid=st.sampled_from([None, None, "enc-oct-256", "nope"]),
+)
+def test_fuzz_pbes2_costs_one_budget_per_check(
+    hkit: Kit, pbes2_env: Env, one_derivation: dict[str, float], alg: str, p2c: int,
+    kid: str | None,
+) -> None:  # fmt: skip
+    """Forged PBES2 tokens, any count up to the cap, with or without ``kid``: a Check
+    costs about one derivation at the cap, never one per key tried."""
+    token = pbes2_garbage(hkit, alg, p2c, kid)
+    gc.disable()
+    try:
+        start = time.thread_time()
+        decision = decide(pbes2_env, pbes2_env.request(token))
+        spent = time.thread_time() - start
+    finally:
+        gc.enable()
+    assert not decision.allowed
+    assert spent < 1.6 * one_derivation[alg] + 0.01, (
+        f"{spent:.3f}s for p2c={p2c}; one derivation at the cap: {one_derivation[alg]:.3f}s"
+    )
 
 
 # -- trusted-signed claims of any shape ------------------------------------------------------
