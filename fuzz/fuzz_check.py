@@ -10,7 +10,11 @@ The first byte picks how the rest is read:
   JWE with ``zip: DEF`` around an ES256 JWS, JWS RS256), edited at positions and with
   characters the input chooses — the fuzzer explores the parser *around* valid structure;
 - 3: a request: header pairs (raw ``header_map`` form or the joined map), method, path
-  and ``context_extensions``, all from the input.
+  and ``context_extensions``, all from the input;
+- 4: a forged PBES2 JWE (no key decrypts it): algorithm, ``p2c`` up to the cap and
+  ``kid`` (present or not) from the input — each Check must cost about one derivation;
+- 5: a path made to backtrack a catastrophic ``path_regex`` (long runs of word
+  characters and dots), with encodings, ``;`` and case from the input.
 
 Invariants (a violation raises, i.e. a crash): no exception escapes ``_check``; an
 allow only for a start-up token given unchanged (blanks around it aside); at most
@@ -32,6 +36,7 @@ Without atheris the same target runs on random inputs (no coverage guidance)::
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
 import random
@@ -54,6 +59,14 @@ CPU_BUDGET = 0.25
 ISSUER = "https://idp.fuzz.test"
 AUDIENCE = "api://fuzz"
 ALPHABET = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \t,;"\\%\x00'
+#: a pattern that backtracks for seconds on Python's re; the product runs it on RE2
+EVIL_REGEX = r"/users/(\w+\.?)+/profile"
+PBES2_CAP = 100_000
+PBES2_ALGS = ["PBES2-HS256+A128KW", "PBES2-HS384+A192KW", "PBES2-HS512+A256KW"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _load() -> SimpleNamespace:
@@ -92,10 +105,20 @@ class Target:
         enc_ec = mint.generate_jwk("enc", "ECDH-ES+A128KW", "enc-ec")
         sig_rsa = mint.generate_jwk("sig", "RS256", "sig-rsa")
         sig_ec = mint.generate_jwk("sig", "ES256", "sig-ec")
+        # oct keys without alg: candidates for a kid-less PBES2 token (max_keys_tried)
+        passwords = [
+            {"kty": "oct", "use": "enc", "kid": f"pw-{i}", "k": _b64(os.urandom(32))}
+            for i in range(3)
+        ]
+        self.stranger = {"kty": "oct", "kid": "stranger", "k": _b64(os.urandom(32))}
         config = M.parse(
             {
                 "apiVersion": "extauthz/v1",
-                "decryption": {"keys": [{"directory": "./unused"}], "zip_max_bytes": 4096},
+                "decryption": {
+                    "keys": [{"directory": "./unused"}], "zip_max_bytes": 4096,
+                    "key_algorithms": ["RSA-OAEP-256", "dir", "ECDH-ES+A128KW", *PBES2_ALGS],
+                    "pbes2_max_iterations": PBES2_CAP,
+                },
                 "providers": [{
                     "name": "idp", "issuer": ISSUER, "audiences": [AUDIENCE],
                     "keys": [{"directory": "./unused"}],
@@ -107,13 +130,16 @@ class Target:
                     {"name": "public", "path_prefix": "/public/", "anonymous": True},
                     {"name": "admin", "path_prefix": "/admin/", "require_scopes": ["admin"]},
                     {"name": "regex", "path_regex": "^/r/[0-9]+$", "methods": ["POST"]},
+                    {"name": "profile", "path_regex": EVIL_REGEX, "require_scopes": ["profile"]},
                 ],
             },
             ROOT,
         )  # fmt: skip
         store = M.KeyStore()
         keys = {
-            M.DECRYPTION: [mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec)],
+            M.DECRYPTION: [
+                mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec, *passwords)
+            ],
             M.provider_purpose("idp"): [mint.import_key(k) for k in (sig_rsa, sig_ec)],
         }
         for purpose, items in keys.items():
@@ -132,7 +158,8 @@ class Target:
         ]
         for token in self.seeds:
             decision, _ = self.evaluator.check(self.request([("authorization", f"Bearer {token}")]))
-            assert decision.allowed, (decision.reason, token[:30])
+            if not decision.allowed:
+                raise AssertionError(f"seed refused: {decision.reason} {token[:30]}")
 
     @staticmethod
     def request(pairs: list[tuple[str, str]], raw: bool = False, **kw: Any) -> Any:
@@ -144,7 +171,7 @@ class Target:
         """The Check request this input describes."""
         if not data:
             return self.request([])
-        mode, rest = data[0] % 4, data[1:]
+        mode, rest = data[0] % 6, data[1:]
         if mode == 0:
             return self.request([("authorization", rest.decode("latin-1"))])
         if mode == 1:
@@ -164,6 +191,20 @@ class Target:
                 else:
                     del token[at]
             return self.request([("authorization", "Bearer " + token.decode("latin-1"))])
+        if mode == 4:
+            alg = PBES2_ALGS[rest[0] % 3] if rest else PBES2_ALGS[0]
+            p2c = 1 + int.from_bytes(rest[1:4].ljust(3, b"\0"), "big") % PBES2_CAP
+            header: dict[str, Any] = {"p2c": p2c, "kid": None}
+            if len(rest) > 4 and rest[4] & 1:
+                header["kid"] = rest[5:12].decode("latin-1") or "pw-0"
+            token = M.mint.encrypt(self.seeds[-1], self.stranger, alg=alg, enc="A256GCM",
+                                   header=header)  # fmt: skip
+            return self.request([("authorization", f"Bearer {token}")])
+        if mode == 5:
+            pieces = "a.!_/;%2e%3bAZ9"
+            tail = "".join(pieces[b % len(pieces)] for b in rest[1:200])
+            path = "/users/" + "a" * (rest[0] % 48 if rest else 0) + tail
+            return self.request([("authorization", f"Bearer {self.seeds[-1]}")], path=path)
         parts = rest.split(b"\n")
         pairs: list[tuple[str, str]] = []
         for part in parts[3:40]:

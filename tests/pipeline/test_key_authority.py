@@ -1,4 +1,4 @@
-"""Exact key authority and bounded work (SPEC §2, §3, §5).
+"""Exact key authority and bounded work: regression tests, one class of attack each.
 
 Each test here is a class of attack the previous code let through: a key shared with
 one sender minting unsigned tokens for another issuer, a cached allow outliving a key

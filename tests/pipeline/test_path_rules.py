@@ -1,4 +1,4 @@
-"""Rules match what the upstream serves (SPEC §5 "Rule matching").
+"""Rules match what the upstream serves: path canonicalization, letter case, methods.
 
 The core is one table: path forms an attacker would try, times the way real upstreams
 read a path (Envoy-normalized, a servlet container, Go net/http, Express,
