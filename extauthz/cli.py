@@ -13,6 +13,7 @@ from typing import Any
 
 from extauthz import __version__
 from extauthz.errors import ConfigError, KeyMaterialError, KeySourceError
+from extauthz.revocation import command as revoke_command
 
 EXIT_ALLOW, EXIT_DENY, EXIT_ERROR = 0, 1, 2
 
@@ -287,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--server-name", metavar="NAME",
                        help="TLS: the name in the server's certificate (gRPC)")  # fmt: skip
     check.set_defaults(func=cmd_check)
+
+    revoke_command.add_parser(sub)  # extauthz revoke: see extauthz/revocation/command.py
 
     cfg = sub.add_parser("config", help="config file tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
