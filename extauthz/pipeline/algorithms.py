@@ -175,8 +175,6 @@ class JWSPolicy:
 
     def __init__(self, provider: ProviderConfig) -> None:
         self.algorithms = frozenset(provider.algorithms)
-        self.registry = JWSRegistry(
-            algorithms=list(provider.algorithms), strict_check_header=False
-        )
+        self.registry = JWSRegistry(algorithms=list(provider.algorithms), strict_check_header=False)
         self.registry.algorithms = jws_models()
         self.registry.max_header_length = MAX_HEADER_BYTES

@@ -43,7 +43,8 @@ def check_bounds(request: CheckInput, config: TokenConfig) -> None:
 
 
 def _from_header(request: CheckInput, source: TokenSourceConfig) -> str | None:
-    assert source.header is not None
+    if source.header is None:
+        return None
     values = header_values(request, source.header)
     if not values:
         return None

@@ -193,7 +193,8 @@ class Evaluator:
         except Exception:
             log.exception("check_failed", path=request.path_only, request_id=request.request_id)
             return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), ""
-        assert decided is not None  # only inline checks stop short
+        if decided is None:  # only inline checks stop short; never here
+            return self.denials.deny(Reason.INTERNAL_ERROR, policy.DEFAULT), ""
         return decided
 
     def check_cached(self, request: CheckInput) -> tuple[Decision, str] | None:

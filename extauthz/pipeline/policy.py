@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import re2
+import re2  # type: ignore[import-untyped]
 
 from extauthz.config import RuleConfig
 from extauthz.errors import ConfigError, PolicyError, Reason, TokenError
@@ -174,7 +174,7 @@ class Policy:
             for w, f in zip(self.written, self.folded, strict=True)
         )
         #: names of the rules the readings selected -> their merged rule
-        self._merged: dict[tuple[str, str], Rule] = {}
+        self._merged: dict[tuple[str, ...], Rule] = {}
 
     def _first(self, matchers: tuple[Matcher, ...], method: str, path: str) -> Rule:
         for matcher in matchers:

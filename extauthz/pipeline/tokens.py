@@ -49,7 +49,6 @@ _UNDERSTOOD_CRIT: frozenset[str] = frozenset()
 _CRYPTO_ERRORS = (JoseError, ValueError, TypeError, KeyError, binascii.Error, IndexError)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Verified:
     """A token whose encryption and signature checked out (claims not yet validated)."""
@@ -121,8 +120,13 @@ def parse_claims(payload: bytes) -> dict[str, Any]:
 
 
 def _candidates(
-    keys: KeySet, kid: str | None, use: str, alg: str, ktys: tuple[str, ...],
-    limit: int, alias: str | None = None,
+    keys: KeySet,
+    kid: str | None,
+    use: str,
+    alg: str,
+    ktys: tuple[str, ...],
+    limit: int,
+    alias: str | None = None,
 ) -> list[Key]:
     """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit.
 
@@ -294,9 +298,7 @@ class TokenVerifier:
             raise TokenError(Reason.BAD_ISSUER, "issuer is not configured")
         return found
 
-    def _verify_jws(
-        self, token: str, ring: KeyRing, encrypted: tuple[str, str] | None
-    ) -> Verified:
+    def _verify_jws(self, token: str, ring: KeyRing, encrypted: tuple[str, str] | None) -> Verified:
         head, payload_b64, signature = token.encode("ascii").split(b".")
         header = parse_header(head)
         alg = header["alg"]
