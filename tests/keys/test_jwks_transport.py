@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from extauthz import __version__
 from extauthz.errors import ConfigError, KeySourceError
 from extauthz.keys.keyset import KeyStore, provider_purpose
 from extauthz.keys.sources.backoff import Backoff
-from extauthz.keys.sources.jwks import JwksSource
+from extauthz.keys.sources.jwks import HttpFetcher, JwksSource
+from extauthz.keys.sources.net import KEEPALIVE_COUNT, KEEPALIVE_IDLE
 
 PURPOSE = provider_purpose("idp")
 
@@ -242,3 +244,23 @@ def test_nothing_listening_is_a_failed_fetch(ca: trustme.CA, tmp_path: Path) -> 
     sink = fetch(JwksSource(url, issuer=base, ca_file=ca_file))
     assert time.monotonic() - started < 2
     assert [type(e) for e in sink.failures] == [KeySourceError]
+
+
+def test_idp_connections_carry_tcp_keepalive(idp: JwksServer) -> None:
+    """A dead IdP peer is found by the kernel within 30 s, not after the OS default hours."""
+    fetcher = HttpFetcher(
+        ca_file=idp.ca_file, allow_http=False, connect_timeout=2.0, read_timeout=2.0,
+        max_bytes=1 << 16, max_redirects=0,
+    )  # fmt: skip
+    pool = fetcher._pool.connection_from_url(idp.jwks_url)  # white-box: the pool's dialer
+    conn = pool._new_conn()
+    try:
+        conn.connect()
+        sock = conn.sock
+        assert sock is not None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_COUNT
+    finally:
+        conn.close()
+        fetcher.close()
