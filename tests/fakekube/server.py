@@ -804,10 +804,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _method_not_allowed(method)
         elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 6 and parts[4] in RESOURCES:
-            verb = _VERBS.get(method)
-            if verb is None:
+            object_verb = _VERBS.get(method)
+            if object_verb is None:
                 raise _method_not_allowed(method)
-            self._authorize(request, verb, parts[4], parts[3], parts[5])
+            self._authorize(request, object_verb, parts[4], parts[3], parts[5])
             self._object(method, parts[3], parts[5], query, request, parts[4])
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")

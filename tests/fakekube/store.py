@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import copy
 import re
 import threading
@@ -197,7 +198,7 @@ class SecretStore:
             ]
             return items, self._rv
 
-    def events_after(self, rv: int) -> list[Event]:
+    def events_after(self, rv: int) -> builtins.list[Event]:
         """Events newer than ``rv``; raises 410 when some were compacted away.
 
         Call with :attr:`changed` held when the answer must be consistent with a wait.
