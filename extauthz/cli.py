@@ -1,4 +1,4 @@
-"""The ``extauthz`` command line: serve, keygen, token, check, config validate/schema."""
+"""The ``extauthz`` command line: serve, keygen, token, check, revoke, config validate/schema."""
 
 from __future__ import annotations
 

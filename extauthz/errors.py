@@ -42,6 +42,7 @@ class Reason(enum.StrEnum):
     BAD_AUDIENCE = "bad_audience"
     MISSING_CLAIM = "missing_claim"
     INVALID_CLAIM = "invalid_claim"
+    REVOKED = "revoked"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     UNKNOWN_RULE = "unknown_rule"
     BAD_PATH = "bad_path"
@@ -77,6 +78,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.BAD_AUDIENCE: "the token is not meant for this audience",
     Reason.MISSING_CLAIM: "the token lacks a required claim",
     Reason.INVALID_CLAIM: "the token has a claim with an invalid value",
+    Reason.REVOKED: "the token has been revoked",
     Reason.INSUFFICIENT_SCOPE: "the token does not grant the required scope",
     Reason.UNKNOWN_RULE: "the route names an unknown rule",
     Reason.BAD_PATH: "the request path is ambiguous",

@@ -38,6 +38,8 @@ class Decision:
     iss: str = ""
     kid: str = ""
     enc_kid: str = ""
+    #: the token's ``jti`` (decision log only; "" when none)
+    jti: str = ""
     #: operator-facing detail for the log line; never sent to the client
     detail: str = ""
     #: claim headers whose value was dropped (size, control characters)
@@ -171,14 +173,14 @@ class Denials:
 
     def deny(
         self, reason: Reason, rule: str, detail: str = "", *, required: tuple[str, ...] = (),
-        sub: str = "", iss: str = "", kid: str = "", enc_kid: str = "",
+        sub: str = "", iss: str = "", kid: str = "", enc_kid: str = "", jti: str = "",
     ) -> Decision:  # fmt: skip
         """A deny decision with status, challenge, JSON body and metadata.
 
         Anonymous denies (no subject known) are memoized, so their response bytes
         are built once; the memo is bounded.
         """
-        key = None if (sub or iss or kid or enc_kid) else (reason, rule, detail, required)
+        key = None if (sub or iss or kid or enc_kid or jti) else (reason, rule, detail, required)
         if key is not None:
             cached = self._memo.get(key)
             if cached is not None:
@@ -193,7 +195,7 @@ class Denials:
         decision = Decision(
             allowed=False, status=status, reason=reason, rule=rule,
             response_headers=tuple(headers), body=self._bodies[reason],
-            sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, detail=detail,
+            sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, jti=jti, detail=detail,
         )  # fmt: skip
         if key is not None and len(self._memo) < _DENY_MEMO_MAX:
             self._memo[key] = decision

@@ -273,7 +273,7 @@ class Evaluator:
         source: TokenSourceConfig,
     ) -> Decision:  # fmt: skip
         who = {"sub": entry.sub, "iss": entry.provider.issuer, "kid": entry.kid,
-               "enc_kid": entry.enc_kid}  # fmt: skip
+               "enc_kid": entry.enc_kid, "jti": entry.jti}  # fmt: skip
         try:
             policy.authorize(rule, entry.provider.name, entry.claims)
         except PolicyError as error:
@@ -281,7 +281,7 @@ class Evaluator:
         except TokenError as error:
             return self.denials.deny(
                 error.reason, rule.name, error.detail, sub=entry.sub, iss=entry.provider.issuer,
-                kid=entry.kid, enc_kid=entry.enc_kid,
+                kid=entry.kid, enc_kid=entry.enc_kid, jti=entry.jti,
             )  # fmt: skip
         return self._allow(rule.name, entry, stripped, source)
 
@@ -305,8 +305,8 @@ class Evaluator:
         )
         if why:
             decision = self.denials.deny(
-                Reason(REVOKED), rule.name, why, sub=entry.sub, iss=provider.issuer,
-                kid=entry.kid, enc_kid=entry.enc_kid,
+                Reason.REVOKED, rule.name, why, sub=entry.sub, iss=provider.issuer,
+                kid=entry.kid, enc_kid=entry.enc_kid, jti=entry.jti,
             )  # fmt: skip
             entry.memo = (key, decision)
             return decision
@@ -366,7 +366,7 @@ class Evaluator:
             allowed=True, status=200, reason=Reason.OK, rule=rule,
             upstream_headers=headers, remove_headers=remove,
             response_headers=self.response_headers, sub=entry.sub,
-            iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid,
+            iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid, jti=entry.jti,
             dropped=entry.dropped,
         )  # fmt: skip
 

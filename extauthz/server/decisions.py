@@ -79,6 +79,8 @@ class DecisionLog:
         }
         if decision.enc_kid:
             fields["enc_kid"] = decision.enc_kid
+        if decision.jti:
+            fields["jti"] = decision.jti
         if not decision.allowed:
             fields["description"] = DESCRIPTIONS.get(decision.reason, "")
         if decision.detail:
