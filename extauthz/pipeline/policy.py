@@ -41,6 +41,8 @@ from extauthz.pipeline import claims as claims_mod
 DEFAULT = "default"
 #: bound on memoized merged rules (combinations of up to four readings)
 _MERGED_MAX = 4096
+#: bound on memoized (method, path) -> rule lookups
+_MATCHED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,8 @@ class Policy:
             f.regex is None and (f.prefix, f.exact) == (w.prefix, w.exact)
             for w, f in zip(self.written, self.folded, strict=True)
         )
+        #: (method, *readings) -> rule, for the paths clients repeat (regexes run once)
+        self._matched: dict[tuple[str, ...], Rule] = {}
         #: names of the rules the readings selected -> their merged rule
         self._merged: dict[tuple[str, ...], Rule] = {}
 
@@ -188,6 +192,17 @@ class Policy:
         case is ``both``. When readings select different rules, the result demands
         what every one of them demands."""
         method = method.upper()
+        memo_key = (method, *paths)
+        known = self._matched.get(memo_key)
+        if known is not None:
+            return known
+        rule = self._match(method, paths)
+        if len(self._matched) >= _MATCHED_MAX:
+            self._matched.clear()  # client-chosen paths: bounded, never a growing map
+        self._matched[memo_key] = rule
+        return rule
+
+    def _match(self, method: str, paths: Sequence[str]) -> Rule:
         found: list[Rule] = []
         for path in paths:
             rule = self._first(self.written, method, path)

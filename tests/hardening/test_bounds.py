@@ -529,6 +529,18 @@ def test_kidless_jwe_tries_at_most_max_keys_tried_whatever_the_key_count(
 # -- memory: cache, memo, per-entry decisions ------------------------------------------------------
 
 
+def test_memoized_rule_lookups_are_bounded(new_henv: NewEnv) -> None:
+    """Rule lookups are memoized per (method, path readings); clients choose paths, so
+    the memo is cleared when full (4096 entries) and never grows past it."""
+    from extauthz.pipeline import policy
+
+    env = new_henv({"rules": [{"name": "public", "path_prefix": "/public/", "anonymous": True}]})
+    for index in range(policy._MATCHED_MAX + 500):
+        assert env.check(path=f"/public/{index}").allowed
+        assert len(env.evaluator.policy._matched) <= policy._MATCHED_MAX
+    assert env.check(path="/public/again").rule == "public"
+
+
 def test_token_cache_holds_at_most_max_entries(hkit: Kit, new_henv: NewEnv) -> None:
     """``cache.max_entries``: N distinct tokens fill it; the N+1th evicts the oldest."""
     env = new_henv({"cache": {"max_entries": 3}})
