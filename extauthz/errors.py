@@ -22,7 +22,7 @@ import enum
 
 
 class Reason(enum.StrEnum):
-    """Reason classes of SPEC §3: the metric label, the log field, the description."""
+    """Reason classes of a decision: the metric label, the log field, the description."""
 
     OK = "ok"
     ANONYMOUS = "anonymous"

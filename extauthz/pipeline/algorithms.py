@@ -156,7 +156,7 @@ class JWEPolicy:
 def jws_models() -> dict[str, Any]:
     """A private copy of joserfc's JWS algorithm table, without deprecation warnings.
 
-    joserfc warns on every ``EdDSA`` use (RFC 9864 prefers ``Ed25519``); SPEC §2 lists
+    joserfc warns on every ``EdDSA`` use (RFC 9864 prefers ``Ed25519``); the default allow-list has
     ``EdDSA`` as a default, and a warning per Check would flood stderr (or, under
     ``-W error``, deny every EdDSA token). The policy is ours: the allow-list decides.
     """

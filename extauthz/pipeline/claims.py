@@ -1,6 +1,6 @@
 """Validate a verified token's claims (RFC 7519 §4.1, RFC 9068 §4).
 
-joserfc's ``jwt.decode`` checks nothing here (SPEC §9), so every rule is ours:
+joserfc's ``jwt.decode`` checks no claim, so every rule is ours:
 ``exp`` (required), ``nbf``, ``iat``, ``iss``, ``aud``, required claims, with the
 provider's leeway. Numeric dates must be JSON numbers (not strings, not booleans)
 and within a sane range.

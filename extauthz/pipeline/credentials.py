@@ -1,4 +1,4 @@
-"""Find the access token in the request (SPEC §2, §5 ``token.sources``).
+"""Find the access token in the request (``token.sources``).
 
 Sources are tried in order; the first one *present* wins. A header source matches
 when the header is present and starts with its prefix (case-insensitive scheme);

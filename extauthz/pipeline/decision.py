@@ -1,4 +1,4 @@
-"""The :class:`Decision` value and everything that shapes it (SPEC §3).
+"""The :class:`Decision` value and everything that shapes it.
 
 A deny is a value, not an exception: the edge (``server/``) turns a Decision into
 a ``CheckResponse`` without any further judgement.
@@ -72,7 +72,8 @@ def metadata(
 
 
 def header_value(value: Any, limit: int) -> str | None:
-    """A claim rendered as a header value per SPEC §3, or None when it must be dropped."""
+    """A claim rendered as a header value (strings as is, arrays of strings joined with ``,``,
+    other values as JSON), or None when it must be dropped."""
     if value is None:
         return None
     if isinstance(value, str):

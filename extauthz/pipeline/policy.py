@@ -1,4 +1,4 @@
-"""Route rules (SPEC §5): which rule applies to a request, and whether a token meets it.
+"""Route rules: which rule applies to a request, and whether a token meets it.
 
 Rules are compiled once. The first rule whose path and method fit wins; no match
 means the ``default`` rule: any valid token. Envoy's per-route

@@ -7,7 +7,7 @@ members, NaN or absurd numbers; ``alg``/``enc`` against the allow-lists; ``crit`
 the one key we chose. Every failure is a :class:`~extauthz.errors.TokenError` with
 a reason class; nothing else escapes :meth:`TokenVerifier.verify`.
 
-Key choice (SPEC §2): ``kid`` present -> only keys with that ``kid``; absent -> the
+Key choice: ``kid`` present -> only keys with that ``kid``; absent -> the
 keys whose type and declared ``alg`` fit, at most ``token.max_keys_tried`` of them.
 A key is used only for its declared ``use`` and ``alg``. A verification key is
 looked up only among the keys of the provider named by the token's ``iss``.
@@ -45,7 +45,7 @@ _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 _UNTRUSTED_KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: critical header parameters we implement (none: b64=false etc. are refused)
 _UNDERSTOOD_CRIT: frozenset[str] = frozenset()
-#: exceptions joserfc and its helpers raise on malformed input (SPEC §9)
+#: exceptions joserfc and its helpers raise on malformed input
 _CRYPTO_ERRORS = (JoseError, ValueError, TypeError, KeyError, binascii.Error, IndexError)
 
 

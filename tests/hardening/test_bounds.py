@@ -270,7 +270,7 @@ def test_protected_header_of_exactly_4096_is_accepted(hkit: Kit, env: Env, wrap:
 
 def test_a_trusted_token_carrying_an_x5c_chain_is_allowed(hkit: Kit, env: Env) -> None:
     """Some issuers put their certificate chain (``x5c``) in every JWS header. It is
-    never trusted (SPEC §2) but must not make a valid token fail: with one 2048-bit
+    never trusted but must not make a valid token fail: with one 2048-bit
     certificate the header is ~1.7 KB encoded."""
     chain = [base64.b64encode(pem_to_der(trustme.CA().cert_pem.bytes())).decode()]
     token = sign(claims(), hkit.sig_rsa, header={"x5c": chain})

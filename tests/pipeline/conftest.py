@@ -28,5 +28,5 @@ def new_env(kit: Kit) -> Callable[..., Env]:
 
 @pytest.fixture
 def env(new_env: Callable[..., Env]) -> Env:
-    """A fresh pipeline with the default (SPEC §5-like) config."""
+    """A fresh pipeline with the default (documented example-like) config."""
     return new_env()

@@ -38,7 +38,7 @@ NOW = 1_800_000_000
 IDP = provider_purpose("idp")
 OTHER = provider_purpose("other")
 
-#: the SPEC §5 example, minus what a unit test does not need (listen, logging)
+#: the documented example config, minus what a unit test does not need (listen, logging)
 BASE_CONFIG: dict[str, Any] = {
     "apiVersion": "extauthz/v1",
     "decryption": {"keys": [{"directory": "./keys/decrypt"}]},
@@ -469,7 +469,7 @@ def nested(kit: Kit, payload: Mapping[str, Any] | None = None, **enc_kwargs: Any
 
 
 def assert_allow_invariants(decision: Decision) -> None:
-    """What every allow must satisfy (SPEC §3, §9)."""
+    """What every allow must satisfy."""
     assert decision.allowed
     assert decision.status == 200
     set_names = [name for name, _ in decision.upstream_headers]

@@ -287,7 +287,7 @@ class Attack:
 
     @property
     def status(self) -> int:
-        """The status SPEC §3 gives this reason class."""
+        """The status the decision rules give this reason class."""
         return STATUS.get(self.reason, 401)
 
 
@@ -806,7 +806,7 @@ ATTACKS: list[Attack] = [
     Attack("empty_bearer", lambda kit, url: "", R.MALFORMED),
 ]
 
-#: SPEC §3 reason classes a token can produce (the rest need a rule, the keys or a bug)
+#: reason classes a token can produce (the rest need a rule, the keys or a bug)
 TOKEN_REASONS = {
     R.MALFORMED,
     R.TOO_LARGE,

@@ -48,7 +48,7 @@ def test_valid_claims_return_the_last_valid_instant() -> None:
 
 
 def test_exp_is_required_by_default() -> None:
-    """No ``exp`` -> ``missing_claim`` (SPEC §2), even if ``required_claims`` omits it."""
+    """No ``exp`` -> ``missing_claim``, even if ``required_claims`` omits it."""
     data = claims(exp=None)
     assert reason(data) is Reason.MISSING_CLAIM
     assert reason(data, required_claims=()) is Reason.MISSING_CLAIM

@@ -1,4 +1,4 @@
-"""Finding the token (SPEC §5 ``token.sources``, §9 header forms): first match wins."""
+"""Finding the token (``token.sources``, both of Envoy's header forms): first match wins."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_authorization_headers_joined_with_comma_are_malformed(value: str) -> No
 
 
 def test_joined_headers_are_malformed_whatever_comes_first() -> None:
-    """A second ``Bearer`` credential after a joined comma is ambiguity too (SPEC §9)."""
+    """A second ``Bearer`` credential after a joined comma is ambiguity too."""
     assert extract_reason({"authorization": "Basic dXNlcg==, Bearer a.b.c"}) is Reason.MALFORMED
 
 
@@ -230,7 +230,7 @@ def test_no_token_is_401_missing_token(env: Env) -> None:
 
 
 def test_pipeline_reads_the_cookie_source(new_env: NewEnv, kit: Kit) -> None:
-    """With the SPEC §5 sources, a token in the ``access_token`` cookie is accepted."""
+    """With the example config's sources, a token in the ``access_token`` cookie is accepted."""
     env = new_env(
         {
             "token": {

@@ -1,4 +1,4 @@
-"""Decisions (SPEC §3): claim headers, upstream options, deny responses, metadata."""
+"""Decisions: claim headers, upstream options, deny responses, metadata."""
 
 from __future__ import annotations
 
@@ -468,7 +468,7 @@ def test_unknown_rule_is_logged_as_a_configuration_error(env: Env) -> None:
 
 @pytest.mark.parametrize("reason", [r for r in Reason if r not in (Reason.OK, Reason.ANONYMOUS)])
 def test_every_deny_reason_has_a_safe_response(reason: Reason) -> None:
-    """Every reason class maps to 400/401/403/503, a JSON body and a challenge per SPEC §3."""
+    """Every reason class maps to 400/401/403/503, a JSON body and a challenge."""
     denials = Denials(build_config({"token": {"realm": "r"}}))
     decision = denials.deny(reason, "rule-x", "operator detail kid=enc-rsa")
     expected_status = {

@@ -1,7 +1,7 @@
 """Interop: tokens from a second JOSE implementation, and published RFC example vectors.
 
 Tokens are minted by jwcrypto (test-only), never by joserfc or ``extauthz.mint``, for
-every default algorithm of SPEC §2. jwcrypto has no RSA-OAEP-384/512, so those JWEs are
+every default algorithm. jwcrypto has no RSA-OAEP-384/512, so those JWEs are
 built with ``cryptography`` directly per RFC 7516 §5.1 (``jose_raw``): random CEK,
 OAEP-SHA-384/512 wrap, AES-GCM or AES-CBC+HMAC with the encoded protected header as AAD.
 """
@@ -51,7 +51,7 @@ _JWKS: dict[tuple[str, bool], cjwk.JWK] = {}
 
 
 def test_the_matrix_covers_every_default_algorithm() -> None:
-    """The SPEC §2 defaults are what this module iterates over."""
+    """The default allow-lists are what this module iterates over."""
     assert set(KEY_ALGS) == {
         "RSA-OAEP-256",
         "RSA-OAEP-384",

@@ -1,4 +1,4 @@
-"""Route rules (SPEC §5): matching, anonymous routes, scopes, claims, context_extensions."""
+"""Route rules: matching, anonymous routes, scopes, claims, context_extensions."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_a_path_that_resolves_under_a_protected_prefix_gets_its_rule(
 
 def test_a_host_matcher_is_refused_rather_than_ignored() -> None:
     """A rule may not name ``hosts``: ignoring it would open a host-restricted rule to all
-    hosts (and SPEC §9: the ``:authority`` Envoy sends is not to be trusted)."""
+    hosts (and the ``:authority`` Istio's Envoy sends is Envoy-internal, not to be trusted)."""
     rule = {
         "name": "public-site",
         "hosts": ["public.example.test"],

@@ -1,4 +1,4 @@
-"""Decrypt (JWE) and verify (JWS): SPEC §2 token rules, one behaviour per test."""
+"""Decrypt (JWE) and verify (JWS): the token rules, one behaviour per test."""
 
 from __future__ import annotations
 
