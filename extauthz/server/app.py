@@ -266,7 +266,10 @@ class App:
         return True
 
     def is_ready(self) -> bool:
-        """Ready: every source loaded once, and not shutting down."""
+        """Ready: the service can decide (every key source loaded once, no named Secret
+        missing, a usable key for every provider and for decryption; every revocation
+        list loaded) and it is not draining. Once ready, a later key loss does not flip
+        it back (the store latches); draining does."""
         revoked_ready = self.revocation is None or self.revocation.ready
         return self.store.ready and revoked_ready and not self._draining.is_set()
 
