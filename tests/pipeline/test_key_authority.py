@@ -373,3 +373,17 @@ def test_pbes2_within_budget_still_decrypts_with_the_right_key(new_env: NewEnv, 
     token = encrypt(sign(claims(), kit.sig_rsa), keys[0], "PBES2-HS256+A128KW",
                     header={"p2c": 1000}, kid=False)  # fmt: skip
     assert env.check(token).allowed
+
+
+@pytest.mark.parametrize(("typ", "allowed"), [("at+jwt", True), ("JWT", False), (None, False)])
+def test_token_types_check_the_jwe_typ_of_an_unsigned_inner_token(
+    new_env: NewEnv, kit: Kit, typ: str | None, allowed: bool
+) -> None:
+    """An unsigned inner token has no signed header: the JWE's ``typ`` is checked."""
+    env = new_env(idp={"allow_unsigned_inner": ["enc-oct-256"], "token_types": ["at+jwt"]})
+    header = {"typ": typ} if typ is not None else {}
+    token = encrypt(json.dumps(claims()), kit.enc_oct[256], "dir", header=header)
+    decision = env.check(token)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert decision.reason is Reason.INVALID_CLAIM
