@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 try:
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 except ImportError:  # the --random fallback needs nothing beyond the product
     atheris = None
 
@@ -137,9 +137,7 @@ class Target:
         )  # fmt: skip
         store = M.KeyStore()
         keys = {
-            M.DECRYPTION: [
-                mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec, *passwords)
-            ],
+            M.DECRYPTION: [mint.import_key(k) for k in (enc_rsa, enc_oct, enc_ec, *passwords)],
             M.provider_purpose("idp"): [mint.import_key(k) for k in (sig_rsa, sig_ec)],
         }
         for purpose, items in keys.items():
