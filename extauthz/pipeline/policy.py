@@ -177,8 +177,8 @@ class Policy:
         )
         #: (method, *readings) -> rule, for the paths clients repeat (regexes run once)
         self._matched: dict[tuple[str, ...], Rule] = {}
-        #: names of the rules the readings selected -> their merged rule
-        self._merged: dict[tuple[str, ...], Rule] = {}
+        #: the rules the readings selected (by identity) -> their merged rule
+        self._merged: dict[tuple[int, ...], Rule] = {}
 
     def _first(self, matchers: tuple[Matcher, ...], method: str, path: str) -> Rule:
         for matcher in matchers:
@@ -218,7 +218,7 @@ class Policy:
                 found.append(rule)
         if len(found) == 1:
             return found[0]
-        key = tuple(rule.name for rule in found)
+        key = tuple(id(rule) for rule in found)  # rules live as long as the policy
         merged = self._merged.get(key)
         if merged is None:
             merged = found[0]
