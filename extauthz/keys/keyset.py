@@ -93,9 +93,9 @@ class KeySet:
     __slots__ = ("_by_kid", "keys", "thumbprints")
 
     def __init__(self, keys: Iterable[Key] = ()) -> None:
-        unique: dict[tuple[str, str], Key] = {}
+        unique: dict[str, Key] = {}
         for key in keys:
-            unique.setdefault((key.thumbprint, key.kid), key)
+            unique.setdefault(key.identity, key)  # same material under another use/alg stays
         self.keys: tuple[Key, ...] = tuple(unique.values())
         by_kid: dict[str, list[Key]] = {}
         for key in self.keys:
