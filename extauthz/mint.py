@@ -16,7 +16,7 @@ from joserfc.jwe import JWERegistry
 from joserfc.jws import JWSRegistry
 
 from extauthz.keys.material import Key, key_from_jwk
-from extauthz.pipeline import algorithms as _algorithms  # registers RSA-OAEP-384/512
+from extauthz.pipeline import algorithms as _algorithms
 
 #: key parameters for each algorithm ``keygen`` understands
 _KEYGEN: dict[str, tuple[str, Any]] = {
@@ -35,8 +35,6 @@ KEYGEN_ALGORITHMS = tuple(sorted(_KEYGEN))
 #: content-encryption key size in bits, for ``dir``
 DIR_KEY_BITS = {"A128GCM": 128, "A192GCM": 192, "A256GCM": 256, "A128CBC-HS256": 256,
                 "A192CBC-HS384": 384, "A256CBC-HS512": 512}  # fmt: skip
-
-assert _algorithms.RSAOAEPSHA2 is not None  # imported for its registration side effect
 
 
 def generate_jwk(
@@ -85,6 +83,7 @@ def encrypt(
     protected = {"alg": alg, "enc": enc, "cty": "JWT", "kid": k.kid, **(header or {})}
     protected = {name: value for name, value in protected.items() if value is not None}
     registry = JWERegistry(algorithms=[alg, enc, "DEF"])
+    registry.algorithms = _algorithms.jwe_models()  # RSA-OAEP-384/512 included
     data = plaintext.encode() if isinstance(plaintext, str) else plaintext
     return jwe.encrypt_compact(protected, data, k.jwk, registry=registry)
 

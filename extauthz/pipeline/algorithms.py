@@ -84,9 +84,18 @@ class BoundedDeflate(JWEZipModel):
         return value
 
 
-for _bits in (384, 512):
-    if f"RSA-OAEP-{_bits}" not in JWERegistry.algorithms["alg"]:
-        JWERegistry.register(RSAOAEPSHA2(_bits))
+def jwe_models() -> Any:
+    """A private copy of joserfc's JWE model tables with RSA-OAEP-384/512 added.
+
+    joserfc's class-wide registry is never modified (importing this module changes
+    nothing): each registry we build gets its own tables.
+    """
+    tables: Any = JWERegistry.algorithms
+    models: dict[str, dict[str, Any]] = {loc: dict(table) for loc, table in tables.items()}
+    for bits in (384, 512):
+        models["alg"][f"RSA-OAEP-{bits}"] = RSAOAEPSHA2(bits)
+    return models
+
 
 #: key types that can serve each JWE key-management algorithm
 _KEY_MANAGEMENT_KTY = {
@@ -145,8 +154,7 @@ class JWEPolicy:
             strict_check_header=False,  # our parser already enforced the header rules
         )
         # a private copy of the model tables, so our bounded DEF never leaks to others
-        tables: Any = JWERegistry.algorithms
-        algorithms: Any = {loc: dict(models) for loc, models in tables.items()}
+        algorithms: Any = jwe_models()
         algorithms["zip"] = {"DEF": BoundedDeflate(max(config.zip_max_bytes, 1))}
         self.registry.algorithms = algorithms
         self.registry.max_protected_header_length = MAX_HEADER_BYTES
