@@ -319,34 +319,47 @@ def key_from_pem(data: bytes, origin: str) -> Key:
     )
 
 
-def parse_key_material(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
-    """Bytes of a JWK, a JWKS or a PEM key -> keys (memoized; see :func:`_parse`).
+class MaterialMemo:
+    """Parsed key material of ONE source, by origin (a file, a Secret entry).
 
     Importing an RSA private key costs tens of milliseconds (the key is validated), and
     a rotation re-reads every entry of a Secret: unchanged bytes are not parsed again.
+    Only the latest version of each origin is kept, so superseded keys (a removed
+    private key among them) are freed; the source drops an origin that disappears.
+    Each source owns its memo: nothing here is process-wide. Thread-safe.
     """
-    data = bytes(data)
-    slot = (origin, strict)
-    with _LATEST_LOCK:
-        latest = _LATEST.get(slot)
-    if latest is not None and latest[0] == data:
-        return list(latest[1])
-    keys = tuple(_parse_uncached(data, origin, strict=strict))
-    with _LATEST_LOCK:
-        _LATEST[slot] = (data, keys)  # only the latest version: superseded keys are freed
-    return list(keys)
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, bool], tuple[bytes, tuple[Key, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def parse(self, data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
+        """:func:`parse_key_material`, memoized on the exact bytes of ``origin``."""
+        data = bytes(data)
+        slot = (origin, strict)
+        with self._lock:
+            latest = self._latest.get(slot)
+        if latest is not None and latest[0] == data:
+            return list(latest[1])
+        keys = tuple(parse_key_material(data, origin, strict=strict))
+        with self._lock:
+            self._latest[slot] = (data, keys)
+        return list(keys)
+
+    def forget(self, origin_prefix: str) -> None:
+        """Drop the origins under ``origin_prefix`` (a removed file or Secret)."""
+        with self._lock:
+            for slot in [s for s in self._latest if s[0].startswith(origin_prefix)]:
+                del self._latest[slot]
 
 
-#: (origin, strict) -> (bytes, keys) of the latest version parsed from that origin
-_LATEST: dict[tuple[str, bool], tuple[bytes, tuple[Key, ...]]] = {}
-_LATEST_LOCK = threading.Lock()
-
-
-def forget(origin_prefix: str) -> None:
-    """Drop memoized material of origins under ``origin_prefix`` (a removed file/Secret)."""
-    with _LATEST_LOCK:
-        for slot in [s for s in _LATEST if s[0].startswith(origin_prefix)]:
-            del _LATEST[slot]
+def parse_key_material(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:
+    """Bytes of a JWK, a JWKS or a PEM key -> keys (sources memoize through
+    :class:`MaterialMemo`)."""
+    return _parse_uncached(bytes(data), origin, strict=strict)
 
 
 def _parse_uncached(data: bytes, origin: str, *, strict: bool = True) -> list[Key]:

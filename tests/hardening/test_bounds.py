@@ -609,12 +609,17 @@ def test_a_superseded_key_version_is_released() -> None:
     def version(i: int) -> bytes:
         return json.dumps({"keys": [oct_jwk(256, f"rotated-{i}")]}).encode()
 
-    old = material.parse_key_material(version(1), origin)
+    memo = material.MaterialMemo()
+    first = version(1)
+    old = memo.parse(first, origin)
+    assert memo.parse(first, origin)[0] is old[0]  # unchanged bytes: not parsed again
     released = weakref.ref(old[0].jwk)
     del old
-    material.parse_key_material(version(2), origin)
+    memo.parse(version(2), origin)
     gc.collect()
     assert released() is None
+    memo.forget("auth/extauthz-decryption-keys[")
+    assert len(memo) == 0
 
 
 # -- the gRPC message ----------------------------------------------------------------------------

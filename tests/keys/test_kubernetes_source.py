@@ -432,14 +432,14 @@ def test_the_api_client_disables_hidden_transport_retries(kube: FakeKube) -> Non
 def test_a_parser_crash_on_one_entry_is_a_rejected_version_not_a_dead_source(
     kube: FakeKube, make_source: Any, recorder: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from extauthz.keys.sources import kubernetes as module
+    from extauthz.keys import material as module
 
     real = module.parse_key_material
 
-    def flaky(data: bytes, origin: str) -> Any:
+    def flaky(data: bytes, origin: str, **options: Any) -> Any:
         if origin.endswith("[poison.json]"):
             raise TypeError("a bug in a parser")
-        return real(data, origin)
+        return real(data, origin, **options)
 
     monkeypatch.setattr(module, "parse_key_material", flaky)
     kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from extauthz import mint
 from extauthz.errors import KeyMaterialError
-from extauthz.keys.material import key_from_jwk, parse_key_material
+from extauthz.keys.material import MaterialMemo, key_from_jwk, parse_key_material
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,12 @@ def test_rsa_keys_under_2048_bits_are_refused_as_jwk_and_pem() -> None:
 def test_parsed_material_is_memoized_by_content(
     rsa_pair: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
+    """A source's memo parses unchanged bytes once; another source parses its own."""
     data = json.dumps({"keys": [rsa_pair[0]]}).encode()
-    first = parse_key_material(data, "s/jwks.json")
-    again = parse_key_material(data, "s/jwks.json")
+    memo = MaterialMemo()
+    first = memo.parse(data, "s/jwks.json")
+    again = memo.parse(data, "s/jwks.json")
     assert first[0] is again[0]
+    assert MaterialMemo().parse(data, "s/jwks.json")[0] is not first[0]
     with pytest.raises(KeyMaterialError):
-        parse_key_material(b"{broken", "s/jwks.json")
+        memo.parse(b"{broken", "s/jwks.json")

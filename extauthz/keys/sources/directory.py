@@ -19,7 +19,7 @@ import structlog
 
 from extauthz.errors import KeyMaterialError
 from extauthz.keys.keyset import KeySink
-from extauthz.keys.material import Key, forget, parse_key_material
+from extauthz.keys.material import Key, MaterialMemo
 
 log = structlog.get_logger("extauthz.keys.directory")
 
@@ -41,6 +41,7 @@ class DirectorySource:
         self._thread: threading.Thread | None = None
         self._last: Fingerprint | None = None
         self._good: dict[str, list[Key]] = {}
+        self._memo = MaterialMemo()  # unchanged files are not parsed again
         self._crashed = False
 
     def start(self, sink: KeySink) -> None:
@@ -99,13 +100,13 @@ class DirectorySource:
             file = self.path / name
             try:
                 data = file.read_bytes()
-                fresh[name] = parse_key_material(data, str(file))
+                fresh[name] = self._memo.parse(data, str(file))
             except (OSError, KeyMaterialError) as exc:
                 errors.append(exc)
                 if name in self._good:
                     fresh[name] = self._good[name]
         for gone in set(self._good) - set(fresh):
-            forget(str(self.path / gone))
+            self._memo.forget(str(self.path / gone))
         self._good = fresh
         if fresh or not errors:
             if not fresh:

@@ -88,7 +88,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from extauthz.errors import KeyMaterialError, KeySourceError
 from extauthz.keys.keyset import KeySink
-from extauthz.keys.material import Key, forget, parse_key_material
+from extauthz.keys.material import Key, MaterialMemo
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.net import keepalive_socket_options
 
@@ -865,6 +865,7 @@ class KubernetesSource:
         self._sink: KeySink | None = None
         self._lock = threading.Lock()  # guards the Secrets' states and publishing
         self._secrets: dict[str, _SecretState] = {}
+        self._memo = MaterialMemo()  # unchanged entries are not parsed again
         self._published: tuple[tuple[str, str, str], ...] | None = None
         self._missing: tuple[str, ...] | None = None
         self._down = False  # the sink's last word from us was ``failed``
@@ -901,7 +902,7 @@ class KubernetesSource:
         with self._lock:
             if self._secrets.pop(name, None) is not None:
                 log.info("kubernetes_secret_removed", secret=f"{self.namespace}/{name}")
-                forget(f"{self.namespace}/{name}[")  # its parsed keys are freed too
+                self._memo.forget(f"{self.namespace}/{name}[")  # its parsed keys are freed too
 
     def settled(self, status: WatchStatus) -> None:
         """Publish what changed; tell the store which named Secrets are missing."""
@@ -952,7 +953,7 @@ class KubernetesSource:
                 )
                 continue
             try:
-                found = parse_key_material(raw, origin)
+                found = self._memo.parse(raw, origin)
             except KeyMaterialError as exc:
                 parsed.errors.append(exc)
                 continue
