@@ -1,4 +1,4 @@
-"""Prometheus metrics: every metric of SPEC §7, defined once, in this module only.
+"""Prometheus metrics: every metric of the operations contract, defined once, in this module only.
 
 Label values are bounded by construction: a decision, a reason class, a source kind,
 a key use, a cache result. Never a ``kid``, a subject or a path.

@@ -1,4 +1,4 @@
-"""The command line as a user types it (SPEC §6), run as real subprocesses."""
+"""The command line as a user types it (serve, keygen, token, check, revoke, config), run as real subprocesses."""
 
 from __future__ import annotations
 

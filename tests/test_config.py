@@ -1,4 +1,4 @@
-"""The config file: the SPEC example loads as written; every error names its key path."""
+"""The config file: the example loads as written; every error names its key path."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A trivial ext_authz server, built here from our generated messages (``extauthz._
 and served by grpcio, stands in for extauthz: it allows ``authorization: Bearer good``
 (adding claim-like headers) and denies anything else with a 401. Driving a real Envoy
 (``examples/envoy/envoy.yaml`` rendered by ``tests/envoy_harness.py``) with it proves the
-harness, the example, and the SPEC §9 facts the product relies on: what Envoy sends in a
+harness, the example, and the facts about Envoy 1.40 the product relies on: what Envoy sends in a
 CheckRequest and what it does with each part of a CheckResponse.
 """
 
@@ -69,7 +69,7 @@ def _metadata(**fields: str) -> struct_pb2.Struct:
 
 
 def _authorization(request: CheckRequest) -> str:
-    """The authorization header in either encoding Envoy may use (SPEC §9)."""
+    """The authorization header in either encoding Envoy may use (Envoy 1.40)."""
     http = request.attributes.request.http
     if "authorization" in http.headers:
         value: str = http.headers["authorization"]
@@ -287,7 +287,7 @@ def test_deny_is_401_with_body_and_never_reaches_upstream(
 def test_deny_without_denied_response_is_an_empty_403(
     envoy: EnvoyProcess, authz: FakeAuthz, upstream: EchoUpstream
 ) -> None:
-    """SPEC §9: a bare non-OK status becomes Envoy's own empty 403."""
+    """Envoy 1.40: a bare non-OK status becomes Envoy's own empty 403."""
     authz.policy = lambda _: CheckResponse(status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED))
     status, _, body = http_get(envoy.url + "/", {"authorization": "Bearer good"})
     assert (status, body) == (403, b"")
@@ -300,7 +300,7 @@ def test_deny_without_denied_response_is_an_empty_403(
 def test_check_request_carries_headers_path_and_peers(
     envoy: EnvoyProcess, authz: FakeAuthz
 ) -> None:
-    """SPEC §9: lower-case headers with pseudo-headers; query inside path, query empty."""
+    """Envoy 1.40: lower-case headers with pseudo-headers; query inside path, query empty."""
     http_get(envoy.url + "/a/b?x=1&y=two", {"X-Custom": "Val", "authorization": "Bearer good"})
     attributes = authz.last().attributes
     http = attributes.request.http
@@ -319,7 +319,7 @@ def test_check_request_carries_headers_path_and_peers(
 def test_repeated_authorization_headers_arrive_joined_with_a_comma(
     envoy: EnvoyProcess, authz: FakeAuthz, upstream: EchoUpstream
 ) -> None:
-    """SPEC §9: two authorization headers become one value joined by ',' (deny it).
+    """Envoy 1.40: two authorization headers become one value joined by ',' (deny it).
 
     Cookie headers are joined the same way: with ',', not the cookie separator '; '.
     """
@@ -359,7 +359,7 @@ def test_disabled_route_skips_the_check(
 def test_encode_raw_headers_moves_headers_to_header_map(
     authz: FakeAuthz, upstream: EchoUpstream, tmp_path: Path
 ) -> None:
-    """SPEC §9: with encode_raw_headers the map is empty; header_map has raw_value."""
+    """Envoy 1.40: with encode_raw_headers the map is empty; header_map has raw_value."""
     with EnvoyProcess(
         tmp_path,
         extauthz_port=authz.port,
@@ -394,7 +394,7 @@ def test_encode_raw_headers_moves_headers_to_header_map(
 def test_envoy_140_overwrites_when_append_is_unset_whatever_append_action(
     envoy: EnvoyProcess, authz: FakeAuthz
 ) -> None:
-    """SPEC §9: even append_action APPEND_IF_EXISTS_OR_ADD (0) overwrites on 1.40.
+    """Envoy 1.40: even append_action APPEND_IF_EXISTS_OR_ADD (0) overwrites on 1.40.
 
     If this starts failing after an Envoy upgrade, Envoy now honours append_action:
     the product's OVERWRITE_IF_EXISTS_OR_ADD is what keeps both versions safe.
@@ -412,7 +412,7 @@ def test_envoy_140_overwrites_when_append_is_unset_whatever_append_action(
 
 
 def test_headers_to_remove_is_applied_after_headers(envoy: EnvoyProcess, authz: FakeAuthz) -> None:
-    """SPEC §9: a header both set and listed in headers_to_remove does not arrive."""
+    """Envoy 1.40: a header both set and listed in headers_to_remove does not arrive."""
     authz.policy = lambda _: CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=external_auth_pb2.OkHttpResponse(

@@ -558,7 +558,7 @@ def test_check_response_from_ours_parses_with_envoys(
 
 
 def test_envoy_sees_overwrite_and_no_append(xds_responses: dict[str, Any]) -> None:
-    """The §9 header recipe survives the wire: append_action set, append absent."""
+    """The Envoy 1.40 header recipe survives the wire: append_action set, append absent."""
     ok = xds_responses["allow_with_claim_headers"]["dict"]["ok_response"]
     for option in ok["headers"] + ok["response_headers_to_add"]:
         assert option["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"

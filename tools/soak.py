@@ -34,7 +34,7 @@ a never-valid probe, allows a token of K whose Check completed before K was writ
 K sent after ``removed(K) + tolerance``. It is **late** when it denies a valid token
 of K sent after ``added(K) + tolerance`` and answered before K's removal.
 
-Tolerance (justified by SPEC §4): a Secret update is in force within 1 s of the API
+Tolerance (the rotation contract): a Secret update is in force within 1 s of the API
 server's event; a removed key stops working at once once the source *sees* the event.
 Under a fault the source sees it only after recovering: a watch that had lasted 1 s or
 brought changes is re-opened at once, anything else backs off
@@ -102,7 +102,7 @@ NAMESPACE = "auth"
 SECRET = "extauthz-decryption-keys"
 PRIVATE = ("d", "p", "q", "dp", "dq", "qi", "k")
 
-#: SPEC §4: an updated Secret is in force within 1 s of the API server's event
+#: the rotation contract: an updated Secret is in force within 1 s of the API server's event
 PROPAGATION = 1.0
 #: recovery after a fault: two backoff attempts at their longest (0.5 + 1 s), + 0.5 s
 RECOVERY = 2.0

@@ -108,7 +108,7 @@ def _resolve(path: str) -> str:
 
 def normalize_path(path: str) -> str | None:
     """The path as rules see it (RFC 3986 §6.2.2): %-encoded unreserved characters
-    decoded, runs of slashes merged, dot segments removed (§5.2.4).
+    decoded, runs of slashes merged, dot segments removed (RFC 3986 §5.2.4).
 
     Rules must match what the upstream will serve, not the raw bytes a client chose:
     ``/public/../admin``, ``//admin`` and ``/%61dmin`` are all ``/admin``. Returns None

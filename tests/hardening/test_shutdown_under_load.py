@@ -10,7 +10,7 @@ deliberately slow Checks (PBES2 with a high iteration count, ~0.4 s of CPU each)
 just before the drain ends, so that Checks are certainly in flight when the server
 stops accepting.
 
-Behaviour (SPEC §7): health turns NOT_SERVING at once; the replica keeps answering
+Behaviour: health turns NOT_SERVING at once; the replica keeps answering
 for ``drain_seconds``; in-flight Checks complete; the process exits 0 within
 ``drain_seconds + grace_seconds``; no client through Envoy sees a failure — with
 health checks (+ retries), the recommended Envoy setup. With retries alone Envoy keeps

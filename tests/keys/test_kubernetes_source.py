@@ -1,6 +1,6 @@
 """KubernetesSource against the fake API server, through the real ``kubernetes`` client.
 
-Behaviours (SPEC §4 and the source's contract):
+Behaviours (the rotation contract and the source's own):
 - the first list publishes every JWK / JWKS / PEM entry; a PEM key's kid is its
   RFC 7638 thumbprint; other entries are ignored with one log line per change;
 - an update is published within 1 s of the API write; old and new overlap while

@@ -1,4 +1,4 @@
-"""The decision log: one line per Check with the fields of SPEC §7, a human explanation
+"""The decision log: one line per Check with the documented fields, a human explanation
 on every deny, the W3C trace id, and the deny-only / sampled modes."""
 
 from __future__ import annotations
