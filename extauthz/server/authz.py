@@ -57,7 +57,9 @@ def to_input(request: Any) -> CheckInput:
         headers=headers,
         raw_headers=raw,
         context=request.attributes.context_extensions,
-        request_id=http.id or first("x-request-id"),
+        # the x-request-id Envoy logs, so a decision joins its access-log line; the
+        # stream id (http.id) is internal to one Envoy and only a fallback
+        request_id=first("x-request-id") or http.id,
         header_bytes=max(http.ByteSize() - len(http.body) - len(http.raw_body), 1),
     )
 

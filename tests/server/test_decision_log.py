@@ -166,3 +166,17 @@ def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> Non
         root.handlers[:], root.level = saved[0], saved[1]
         for stream in streams:
             stream.close()
+
+
+def test_request_id_is_the_x_request_id_envoy_logs_not_its_stream_id(
+    write_config: Callable[..., Path], mint_token: Callable[..., str]
+) -> None:
+    """Envoy fills ``attributes.request.http.id`` with its own stream id; the access log
+    prints ``x-request-id``: the decision line must carry the latter to be joinable."""
+    auth = authorizer(write_config)
+    request = build_request({"authorization": f"Bearer {mint_token()}", "x-request-id": "req-7"})
+    request.attributes.request.http.id = "13990138581372549021"
+    with capture_logs() as logs:
+        auth.check(request)
+    (line,) = [entry for entry in logs if entry["event"] == "check"]
+    assert line["request_id"] == "req-7"
