@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -173,6 +174,22 @@ def test_counts_are_exact_for_allows_and_every_deny_reason(
         expected[("deny", "encryption_required")] += 1
     finally:
         strict.stop_now()
+    # revoked: one more app with a revocation list naming the token's jti
+    revoked_dir = key_dirs / "revoked"
+    revoked_dir.mkdir()
+    entry = {"jti": "leaked-1", "exp": int(time.time()) + 600}
+    (revoked_dir / "list.json").write_text(json.dumps({"revoked": [entry]}))
+    revoking = App(
+        config_mod.load(write_config(revocation={"sources": [{"directory": str(revoked_dir)}]}))
+    )
+    revoking.start()
+    try:
+        assert wait_for(revoking.is_ready, 5)
+        leaked = mint_token(jti="leaked-1")
+        assert Client(revoking.grpc_port).check(leaked)["metadata"]["reason"] == "revoked"
+        expected[("deny", "revoked")] += 1
+    finally:
+        revoking.stop_now()
     shutil.rmtree(key_dirs / "keys" / "decrypt")
     waiting = App(config_mod.load(write_config()))
     waiting.start()
