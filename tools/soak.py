@@ -147,15 +147,20 @@ class KeyLife:
 def deadline(change_end: float, faults: list[Window]) -> float:
     """The instant by which a change committed at ``change_end`` must be in force.
 
-    One pass, not transitive: with a fault every few seconds a transitive extension
-    would grow without bound and excuse anything. A fault counts if it began before the
-    normal deadline and the source may still have been recovering from it at the change.
+    A fault counts if it began before the deadline computed so far and the source may
+    still have been recovering from it at the change. Two passes, not a fixpoint: a
+    fault that began while the source recovered from another (faults come every two or
+    three seconds here, so chains of two happen) extends the deadline once more; a
+    transitive closure would grow without bound and excuse anything.
     """
     limit = change_end + PROPAGATION
-    for fault in faults:
-        recovered = fault.end + RECOVERY
-        if fault.start <= change_end + PROPAGATION and recovered > change_end:
-            limit = max(limit, recovered)
+    for _ in range(2):
+        extended = limit
+        for fault in faults:
+            recovered = fault.end + RECOVERY
+            if fault.start <= limit and recovered > change_end:
+                extended = max(extended, recovered)
+        limit = extended
     return limit
 
 
