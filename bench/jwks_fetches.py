@@ -34,12 +34,11 @@ from typing import Any
 import structlog
 import trustme
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests` is a package
 
 from extauthz.keys.keyset import KeyStore, provider_purpose
 from extauthz.keys.sources.jwks import JwksSource
+from tests.jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
 
 PURPOSE = provider_purpose("idp")
 

@@ -43,12 +43,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the fake API server lives with the tests
 sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 import structlog  # noqa: E402
-from fakekube import FakeKube  # noqa: E402
 
 from extauthz import config as config_mod  # noqa: E402
 from extauthz import mint  # noqa: E402
@@ -60,6 +58,7 @@ from extauthz.revocation.entries import parse_document  # noqa: E402
 from extauthz.revocation.store import RevocationList, RevocationStore, Tables  # noqa: E402
 from extauthz.server.app import Sources  # noqa: E402
 from extauthz.server.authz import METHOD, to_input  # noqa: E402
+from tests.fakekube import FakeKube  # noqa: E402
 
 ISSUER = "https://idp.bench.test"
 AUDIENCE = "api://bench"

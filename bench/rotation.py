@@ -28,11 +28,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the fake API server lives with the tests
 sys.path.insert(0, str(REPO))
 
 import structlog  # noqa: E402
-from fakekube import FakeKube  # noqa: E402
 from joserfc import jwe  # noqa: E402
 from joserfc.jwe import JWERegistry  # noqa: E402
 from joserfc.jwk import RSAKey  # noqa: E402
@@ -41,6 +39,7 @@ from kubernetes import client  # noqa: E402
 from extauthz.keys.keyset import DECRYPTION, KeyRing, KeyStore  # noqa: E402
 from extauthz.keys.sources.backoff import Backoff  # noqa: E402
 from extauthz.keys.sources.kubernetes import KubernetesSource, new_api_client  # noqa: E402
+from tests.fakekube import FakeKube  # noqa: E402
 
 NS = "auth"
 SECRET = "extauthz-decryption-keys"
@@ -149,7 +148,7 @@ def main() -> None:
         recovery = time.monotonic() - recovered
         dropped = [r for r in kube.log(outage_start) if r.note == "dropped" and r.at <= outage_end]
         source.stop()
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
     command = shlex.join(["python", "bench/rotation.py", *sys.argv[1:]])
     print(f"`{command}` — Python {platform.python_version()}, {platform.machine()}\n")

@@ -46,5 +46,5 @@ def run_dev(grpc: str) -> int:
     token = mint.encrypt(mint.sign(claims, sig), enc)
     print(f"\nextauthz dev mode on {grpc} (ephemeral keys; issuer {DEV_ISSUER})\n")
     print(f"TOKEN={token}\n")
-    print(f"extauthz check --address {grpc} --token \"$TOKEN\"\n", flush=True)
+    print(f'extauthz check --address {grpc} --token "$TOKEN"\n', flush=True)
     return app.run()

@@ -318,6 +318,11 @@ class RecordingSink:
             self.failures.append(error)
             self._cond.notify_all()
 
+    def missing(self, names: Sequence[str]) -> None:
+        """Named objects that do not exist (a JWKS source never reports any)."""
+        if self.inner is not None:
+            self.inner.missing(names)
+
     def wait_for(self, *, published: int = 0, failures: int = 0, timeout: float = 5) -> bool:
         """Block until at least that many publishes and failures were seen."""
         with self._cond:

@@ -1,4 +1,5 @@
-"""The command line as a user types it (serve, keygen, token, check, revoke, config), run as real subprocesses."""
+"""The command line as a user types it (serve, keygen, token, check, revoke, config),
+run as real subprocesses."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AUDIENCE, ISSUER
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.conftest import AUDIENCE, ISSUER
 
 
 def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

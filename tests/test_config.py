@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLE_CONFIG, REPO
 
 from extauthz import config as config_mod
 from extauthz.errors import ConfigError
+from tests.conftest import EXAMPLE_CONFIG, REPO
 
 
 def example() -> dict[str, Any]:

@@ -22,7 +22,13 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy_harness import (
+from google.protobuf import struct_pb2
+
+from extauthz._proto.envoy.config.core.v3 import base_pb2
+from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+from extauthz._proto.envoy.type.v3 import http_status_pb2
+from extauthz._proto.google.rpc import code_pb2, status_pb2
+from tests.envoy_harness import (
     EchoUpstream,
     EnvoyError,
     EnvoyProcess,
@@ -32,12 +38,6 @@ from envoy_harness import (
     placeholders,
     render_bootstrap,
 )
-from google.protobuf import struct_pb2
-
-from extauthz._proto.envoy.config.core.v3 import base_pb2
-from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz._proto.envoy.type.v3 import http_status_pb2
-from extauthz._proto.google.rpc import code_pb2, status_pb2
 
 pytestmark = pytest.mark.e2e
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envoy_harness import EchoUpstream, http_get
-from hardening.envoy_variants import VariantEnvoy, set_endpoints
 
 from extauthz import mint
+from tests.envoy_harness import EchoUpstream, http_get
+from tests.hardening.envoy_variants import VariantEnvoy, set_endpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2, json_format, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
-from xds_peer import unknown_paths
 
 from extauthz._proto.envoy.config.core.v3 import address_pb2, base_pb2
 from extauthz._proto.envoy.service.auth.v3 import (
@@ -38,6 +37,7 @@ from extauthz._proto.envoy.service.auth.v3 import (
 )
 from extauthz._proto.envoy.type.v3 import http_status_pb2
 from extauthz._proto.google.rpc import code_pb2, status_pb2
+from tests.xds_peer import unknown_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "extauthz" / "_proto"

@@ -31,17 +31,16 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the repository: `tests` is a package
 
-from envoy_harness import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
+from extauthz import mint  # noqa: E402
+from extauthz.client import check as grpc_check  # noqa: E402
+from tests.envoy_harness import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402
     EchoUpstream,
     EnvoyProcess,
     free_port,
     http_get,
 )
-
-from extauthz import mint  # noqa: E402
-from extauthz.client import check as grpc_check  # noqa: E402
 
 DEFAULT_PORT = 10000
 ISSUER = "https://idp.example.test"

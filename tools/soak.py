@@ -84,17 +84,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the repository: `tests` is a package
 
 import grpc  # noqa: E402
-from fakekube import FakeKube  # noqa: E402
-from fakekube import server as fakekube_server  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from extauthz import mint  # noqa: E402
 from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from extauthz.client import build_request  # noqa: E402
 from extauthz.server.authz import METHOD, SERVICE  # noqa: E402
+from tests.fakekube import FakeKube  # noqa: E402
+from tests.fakekube import server as fakekube_server  # noqa: E402
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "api://orders"
@@ -612,7 +612,7 @@ class Soak:
             for line in metrics.splitlines()
             if line.startswith("extauthz_key_reloads_total{")
         }
-        report = {
+        report: dict[str, Any] = {
             "seconds": self.seconds,
             "checks": len(self.probes),
             "checks_per_second": round(len(self.probes) / max(self.seconds, 1e-9)),

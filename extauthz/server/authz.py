@@ -3,7 +3,7 @@
 
 Header options set ``append_action: OVERWRITE_IF_EXISTS_OR_ADD`` and leave ``append``
 unset: Envoy 1.40 overwrites when ``append`` is unset and newer Envoy honours
-``append_action`` (Envoy 1.40 and newer differ there), so a client-sent claim header is replaced either way.
+``append_action``, so a client-sent claim header is replaced either way.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart.helmtest import CHART, SIDECAR_HOST, Helm, make_helm, values_path
+
+from tests.chart.helmtest import CHART, SIDECAR_HOST, Helm, make_helm, values_path
 
 
 @pytest.fixture(scope="session")

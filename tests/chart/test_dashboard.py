@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart.helmtest import CHART
-from chart.promql import Selector, check, parse, walk
-from chart.series import SERIES, family
+
+from tests.chart.helmtest import CHART
+from tests.chart.promql import Selector, check, parse, walk
+from tests.chart.series import SERIES, family
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 DASHBOARD_FILE = CHART / "dashboards" / "extauthz.json"

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart.helmtest import REPO
+
+from tests.chart.helmtest import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 TEXT = DOCKERFILE.read_text(encoding="utf-8")

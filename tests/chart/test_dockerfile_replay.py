@@ -39,9 +39,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart.helmtest import REPO
 
 from extauthz import mint
+from tests.chart.helmtest import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from chart.helmtest import REPO
 
 from extauthz.errors import Reason
+from tests.chart.helmtest import REPO
 
 #: files that must not cite documents outside the repository
 STANDALONE = sorted(

@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart.crdschema import assert_valid, has_published_schema
-from chart.helmtest import (
+
+from tests.chart.crdschema import assert_valid, has_published_schema
+from tests.chart.helmtest import (
     CHART,
     GOOD_VALUES,
     NAMESPACE,

@@ -22,9 +22,10 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from chart.crdschema import VERSIONS, assert_valid, has_published_schema
-from chart.helmtest import CHART, KUBERNETES_VERSIONS, REPO, Helm, find, validate_manifest
-from envoy_harness import envoy_binary, render
+
+from tests.chart.crdschema import VERSIONS, assert_valid, has_published_schema
+from tests.chart.helmtest import CHART, KUBERNETES_VERSIONS, REPO, Helm, find, validate_manifest
+from tests.envoy_harness import envoy_binary, render
 
 EXAMPLES = REPO / "examples"
 ISTIO = EXAMPLES / "istio"

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chart.helmtest import NAMESPACE, RELEASE, Helm
 
 from extauthz import mint
+from tests.chart.helmtest import NAMESPACE, RELEASE, Helm
 
 FQDN = f"{RELEASE}-extauthz.{NAMESPACE}.svc.cluster.local"
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from chart.helmtest import (
+
+from tests.chart.helmtest import (
     CHART,
     KUBERNETES_VERSIONS,
     NAMESPACE,

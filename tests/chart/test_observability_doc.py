@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from chart.helmtest import REPO
-from chart.promql import check
-from chart.series import SERIES, TARGET_LABELS, family
-from chart.test_dashboard import DASHBOARD
+
+from tests.chart.helmtest import REPO
+from tests.chart.promql import check
+from tests.chart.series import SERIES, TARGET_LABELS, family
+from tests.chart.test_dashboard import DASHBOARD
 
 DOC = REPO / "docs" / "observability.md"
 TEXT = DOC.read_text(encoding="utf-8")

@@ -7,8 +7,9 @@ each kind of mistake it claims to find is shown here, on the real series catalog
 from __future__ import annotations
 
 import pytest
-from chart.promql import PromQLError, check, parse
-from chart.series import SERIES
+
+from tests.chart.promql import PromQLError, check, parse
+from tests.chart.series import SERIES
 
 SEL = 'namespace=~"$namespace", job=~"$job"'
 

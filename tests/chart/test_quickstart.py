@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from chart.helmtest import CHART, KUBERNETES_VERSIONS, REPO, Helm, validate_manifest
+
+from tests.chart.helmtest import CHART, KUBERNETES_VERSIONS, REPO, Helm, validate_manifest
 
 PAGE = (REPO / "docs" / "kubernetes-quickstart.md").read_text(encoding="utf-8")
 PRIVATE = {"d", "p", "q", "dp", "dq", "qi"}

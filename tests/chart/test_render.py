@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart.helmtest import (
+
+from tests.chart.helmtest import (
     BAD_VALUES_DIR,
     CHART,
     GOOD_VALUES,

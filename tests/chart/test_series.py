@@ -7,9 +7,8 @@ the catalog against the metrics and labels docs/observability.md promises operat
 
 from __future__ import annotations
 
-from chart.series import SERIES, TARGET_LABELS
-
 from extauthz import metrics
+from tests.chart.series import SERIES, TARGET_LABELS
 
 
 def test_the_naming_rules_match_what_prometheus_client_exposes() -> None:

@@ -23,7 +23,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from chart.helmtest import CHART, REPO, VALUES_DIR
+
+from tests.chart.helmtest import CHART, REPO, VALUES_DIR
 
 SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
 VALUES_TEXT = (CHART / "values.yaml").read_text(encoding="utf-8")

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_harness import (
+
+from extauthz import config as config_mod
+from extauthz.server.app import App
+from tests.envoy_harness import (
     HTTP_BOOTSTRAP_TEMPLATE,
     EchoUpstream,
     EnvoyProcess,
@@ -24,9 +27,6 @@ from envoy_harness import (
     http_get,
     http_request,
 )
-
-from extauthz import config as config_mod
-from extauthz.server.app import App
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_harness import (
+
+from tests.envoy_harness import (
     HTTP_BOOTSTRAP_TEMPLATE,
     EchoUpstream,
     EnvoyProcess,

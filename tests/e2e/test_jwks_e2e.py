@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import AUDIENCE, ISSUER, public
-from envoy_harness import EchoUpstream, EnvoyProcess, http_get
 from grpc_health.v1 import health_pb2
-from jwks_server import JwksServer, signing_key
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz import mint
 from extauthz.server.app import App
+from tests.conftest import AUDIENCE, ISSUER, public
+from tests.envoy_harness import EchoUpstream, EnvoyProcess, http_get
+from tests.jwks_server import JwksServer, signing_key
+from tests.service_client import Client, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy_harness import (
+
+from extauthz import config as config_mod
+from extauthz.server.app import App
+from tests.envoy_harness import (
     HTTP_BOOTSTRAP_TEMPLATE,
     EchoUpstream,
     EnvoyProcess,
     http_request,
 )
-
-from extauthz import config as config_mod
-from extauthz.server.app import App
 
 pytestmark = pytest.mark.e2e
 

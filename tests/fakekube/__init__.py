@@ -5,7 +5,7 @@ See :mod:`fakekube.server` for the protocol surface and the fault hooks, and
 :mod:`fakekube.store` for the semantics it keeps faithful.
 """
 
-from fakekube.server import FakeKube, Request, Rule
-from fakekube.store import ApiError, ObjectStore, SecretStore
+from tests.fakekube.server import FakeKube, Request, Rule
+from tests.fakekube.store import ApiError, ObjectStore, SecretStore
 
 __all__ = ["ApiError", "FakeKube", "ObjectStore", "Request", "Rule", "SecretStore"]

@@ -70,8 +70,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from fakekube.selectors import SelectorError, field_selector, label_selector
-from fakekube.store import RESOURCES, ApiError, Event, SecretStore, status_object
+from tests.fakekube.selectors import SelectorError, field_selector, label_selector
+from tests.fakekube.store import RESOURCES, ApiError, Event, SecretStore, status_object
 
 VERSION = {
     "major": "1",

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipeline.support import Env, Kit, make_env, make_kit
+
+from tests.pipeline.support import Env, Kit, make_env, make_kit
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from envoy_harness import EnvoyProcess, render
+
+from tests.envoy_harness import EnvoyProcess, render
 
 Bootstrap = dict[str, Any]
 

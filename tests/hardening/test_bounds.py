@@ -26,8 +26,18 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pipeline import jose_raw
-from pipeline.support import (
+
+from extauthz import config as config_mod
+from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+from extauthz.client import build_request
+from extauthz.errors import ConfigError, KeyMaterialError, Reason
+from extauthz.keys import material
+from extauthz.pipeline import tokens
+from extauthz.pipeline.request import CheckInput
+from extauthz.server.app import MAX_REQUEST_BYTES, App
+from extauthz.server.authz import METHOD, to_input
+from tests.pipeline import jose_raw
+from tests.pipeline.support import (
     Env,
     Kit,
     b64,
@@ -40,18 +50,8 @@ from pipeline.support import (
     sign,
     unb64,
 )
-from pipeline.support import key as key_of
-from service_client import wait_for
-
-from extauthz import config as config_mod
-from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz.client import build_request
-from extauthz.errors import ConfigError, KeyMaterialError, Reason
-from extauthz.keys import material
-from extauthz.pipeline import tokens
-from extauthz.pipeline.request import CheckInput
-from extauthz.server.app import MAX_REQUEST_BYTES, App
-from extauthz.server.authz import METHOD, to_input
+from tests.pipeline.support import key as key_of
+from tests.service_client import wait_for
 
 NewEnv = Callable[..., Env]
 

@@ -46,11 +46,15 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from hardening.fuzzing import FUZZ
 from hypothesis import given
 from hypothesis import strategies as st
-from pipeline import jose_raw
-from pipeline.support import (
+
+from extauthz.errors import Reason
+from extauthz.pipeline.decision import Decision
+from extauthz.pipeline.request import CheckInput
+from tests.hardening.fuzzing import FUZZ
+from tests.pipeline import jose_raw
+from tests.pipeline.support import (
     AUDIENCE,
     ISSUER,
     NOW,
@@ -66,11 +70,7 @@ from pipeline.support import (
     sign,
     unb64,
 )
-from pipeline.support import key as key_of
-
-from extauthz.errors import Reason
-from extauthz.pipeline.decision import Decision
-from extauthz.pipeline.request import CheckInput
+from tests.pipeline.support import key as key_of
 
 pytestmark = pytest.mark.filterwarnings(
     # joserfc warns on every EdDSA use (RFC 9864) and on PBES2 counts under 1000; under

@@ -22,11 +22,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, EnvoyProcess, free_port, http_get
-from hardening.envoy_variants import Bootstrap, VariantEnvoy, ext_authz_filter
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.envoy_harness import (
+    HTTP_BOOTSTRAP_TEMPLATE,
+    EchoUpstream,
+    EnvoyProcess,
+    free_port,
+    http_get,
+)
+from tests.hardening.envoy_variants import Bootstrap, VariantEnvoy, ext_authz_filter
 
 pytestmark = [pytest.mark.e2e]
 

@@ -36,21 +36,21 @@ import grpc
 import pytest
 import trustme
 from cryptography import x509
-from envoy_harness import BOOTSTRAP_TEMPLATE, HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, http_get
-from hardening.envoy_variants import (
-    Bootstrap,
-    VariantEnvoy,
-    add_mtls,
-    cluster,
-    limit_requests_per_connection,
-)
-from service_client import wait_for
 
 from extauthz import config as config_mod
 from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz.client import build_request
 from extauthz.server.app import App
 from extauthz.server.authz import METHOD
+from tests.envoy_harness import BOOTSTRAP_TEMPLATE, HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, http_get
+from tests.hardening.envoy_variants import (
+    Bootstrap,
+    VariantEnvoy,
+    add_mtls,
+    cluster,
+    limit_requests_per_connection,
+)
+from tests.service_client import wait_for
 
 pytestmark = [pytest.mark.e2e]
 

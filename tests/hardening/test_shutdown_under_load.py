@@ -35,9 +35,14 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, free_port, http_get
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hardening.envoy_variants import (
+
+from extauthz import mint
+from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
+from extauthz.client import build_request
+from extauthz.server.authz import METHOD, SERVICE
+from tests.envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, free_port, http_get
+from tests.hardening.envoy_variants import (
     Bootstrap,
     VariantEnvoy,
     add_check_retries,
@@ -47,12 +52,7 @@ from hardening.envoy_variants import (
     set_http_endpoints,
     tighten_http_health_checks,
 )
-from service_client import wait_for
-
-from extauthz import mint
-from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz.client import build_request
-from extauthz.server.authz import METHOD, SERVICE
+from tests.service_client import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

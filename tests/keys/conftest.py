@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
 from joserfc.jwk import ECKey, RSAKey
 from kubernetes import client
 
 from extauthz.keys.material import Key
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.kubernetes import KubernetesSource, new_api_client
+from tests.fakekube import FakeKube
 
 NAMESPACE = "auth"
 #: retries come quickly in tests; the schedule is data, the logic is the same

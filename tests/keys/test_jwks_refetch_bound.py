@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import trustme
-from jwks_server import JwksServer, RecordingSink, signing_key
 
 from extauthz.keys.keyset import REFETCH_WAIT_SECONDS, KeyStore, provider_purpose
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.jwks import JwksSource
+from tests.jwks_server import JwksServer, RecordingSink, signing_key
 
 PURPOSE = provider_purpose("idp")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import trustme
-from jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
 
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.jwks import JwksSource, cache_lifetime
+from tests.jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import trustme
 from joserfc import jwt
-from jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
 from structlog.testing import capture_logs
 
 from extauthz.errors import KeyMaterialError, KeySourceError
 from extauthz.keys.keyset import KeyStore, provider_purpose
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.jwks import JwksSource
+from tests.jwks_server import FakeClock, JwksServer, RecordingSink, signing_key
 
 PURPOSE = provider_purpose("idp")
 FAST = Backoff(initial=0.02, factor=2, cap=0.1)

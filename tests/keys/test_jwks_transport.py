@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import trustme
 import urllib3.exceptions
-from jwks_server import JwksServer, RecordingSink, signing_key
 
 from extauthz import __version__
 from extauthz.errors import ConfigError, KeySourceError
@@ -24,6 +23,7 @@ from extauthz.keys.keyset import KeyStore, provider_purpose
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.jwks import HttpFetcher, JwksSource
 from extauthz.keys.sources.net import KEEPALIVE_COUNT, KEEPALIVE_IDLE
+from tests.jwks_server import JwksServer, RecordingSink, signing_key
 
 PURPOSE = provider_purpose("idp")
 

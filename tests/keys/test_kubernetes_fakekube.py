@@ -39,9 +39,10 @@ from typing import Any
 import pytest
 import trustme
 import urllib3
-from fakekube import FakeKube, Rule
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from tests.fakekube import FakeKube, Rule
 
 NS = "auth"
 

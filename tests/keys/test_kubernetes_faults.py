@@ -23,13 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
 from structlog.testing import capture_logs
 
 from extauthz import metrics
 from extauthz.errors import KeySourceError
 from extauthz.keys.keyset import DECRYPTION, KeyStore
 from extauthz.keys.sources.backoff import Backoff
+from tests.fakekube import FakeKube
 
 NS = "auth"
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import trustme
-from fakekube import FakeKube, Rule
 from kubernetes import client
 from structlog.testing import capture_logs
 
@@ -42,6 +41,7 @@ from extauthz.keys.sources.kubernetes import (
     new_api_client,
 )
 from extauthz.keys.sources.net import KEEPALIVE_COUNT, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL
+from tests.fakekube import FakeKube, Rule
 
 NS = "auth"
 SA_USER = "system:serviceaccount:auth:extauthz"

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fakekube import FakeKube
 from joserfc import jwe, jws
 from joserfc.jwe import JWERegistry
 
 from extauthz.keys.keyset import DECRYPTION, KeyRing, KeyStore, provider_purpose
+from tests.fakekube import FakeKube
 
 NS = "auth"
 PROVIDER = provider_purpose("idp")

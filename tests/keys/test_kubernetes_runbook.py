@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
+
+from tests.fakekube import FakeKube
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md"
 NS = "auth"

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fakekube import FakeKube
 from joserfc.jwk import ECKey
 from kubernetes import client
 from structlog.testing import capture_logs
@@ -35,6 +34,7 @@ from extauthz.keys.sources.kubernetes import (
     load_client_configuration,
     new_api_client,
 )
+from tests.fakekube import FakeKube
 
 NS = "auth"
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
 from kubernetes import client
 
 from extauthz.errors import KeySourceError
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.kubernetes import ObjectWatcher, WatchedObject, WatchStatus
+from tests.fakekube import FakeKube
 
 NS = "auth"
 FAST = Backoff(initial=0.05, factor=2.0, cap=0.2)

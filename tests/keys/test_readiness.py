@@ -18,12 +18,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from fakekube import FakeKube
 from structlog.testing import capture_logs
 
 from extauthz import metrics
 from extauthz.keys.keyset import DECRYPTION, REVOCATION, KeyStore, provider_purpose
 from extauthz.keys.material import Key, parse_key_material
+from tests.fakekube import FakeKube
 
 NS = "auth"
 IDP = provider_purpose("idp")

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from fakekube import FakeKube
 from grpc_health.v1 import health_pb2
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.fakekube import FakeKube
+from tests.service_client import Client, wait_for
 
 NAMESPACE = "auth"
 SECRET = "extauthz-decryption-keys"

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from fakekube import server as fake_server
-from fakekube.server import FakeKube, Request
-from fakekube.store import ApiError
+
+from tests.fakekube import server as fake_server
+from tests.fakekube.server import FakeKube, Request
+from tests.fakekube.store import ApiError
 
 APPLY = "application/apply-patch+yaml"
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, EnvoyProcess, http_get
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.envoy_harness import HTTP_BOOTSTRAP_TEMPLATE, EchoUpstream, EnvoyProcess, http_get
 
 pytestmark = pytest.mark.e2e
 

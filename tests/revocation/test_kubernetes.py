@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
 from kubernetes import client
-from service_client import wait_for
 
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.kubernetes import ObjectWatcher, new_api_client
 from extauthz.revocation.kubernetes import KubernetesListSource
 from extauthz.revocation.store import BY_JTI, RevocationStore
+from tests.fakekube import FakeKube
+from tests.service_client import wait_for
 
 NS = "auth"
 ISS = "https://idp.example.test"

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from revocation.kubeapi import FakeKubeWithApply
-from service_client import Client, wait_for
+
+from tests.revocation.kubeapi import FakeKubeWithApply
+from tests.service_client import Client, wait_for
 
 NAMESPACE = "auth"
 CONFIGMAP = "extauthz-revoked"

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2
-from revocation.kubeapi import FakeKubeWithApply
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.revocation.kubeapi import FakeKubeWithApply
+from tests.service_client import Client, wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "revocation.md"
 NS = "auth"

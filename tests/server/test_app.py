@@ -20,11 +20,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
 from extauthz.server.authz import SERVICE
+from tests.service_client import Client, wait_for
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_client import Client
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.service_client import Client
 
 LISTEN = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
 RESPONSE_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY"}

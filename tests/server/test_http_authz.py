@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 import trustme
-from service_client import wait_for
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
 from extauthz.server.http_authz import MAX_HEAD_BYTES
+from tests.service_client import wait_for
 
 LISTEN = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
 
@@ -342,10 +342,9 @@ def test_a_slow_identity_provider_never_stalls_cached_checks(
 ) -> None:
     """A Check waiting on a JWKS refetch runs off the event loop: cached Checks on other
     connections keep answering in milliseconds meanwhile (this fails if the loop blocks)."""
-    from e2e.test_jwks_e2e import nested
-    from jwks_server import JwksServer, signing_key
-
     from tests.conftest import AUDIENCE, ISSUER
+    from tests.e2e.test_jwks_e2e import nested
+    from tests.jwks_server import JwksServer, signing_key
 
     key, public_jwk = signing_key("k1")
     with JwksServer(trustme.CA()) as idp:

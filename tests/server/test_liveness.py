@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
 from extauthz.server.liveness import Liveness, LivenessTimings
+from tests.service_client import Client, wait_for
 
 LISTEN = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
 FAST = LivenessTimings(interval=0.1, deadline=0.3, failures=2)

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUDIENCE, ISSUER, public
 from prometheus_client.parser import text_string_to_metric_families
-from service_client import Client, wait_for
 
 from extauthz import config as config_mod
 from extauthz import mint
 from extauthz.errors import Reason
 from extauthz.server.app import App
+from tests.conftest import AUDIENCE, ISSUER, public
+from tests.service_client import Client, wait_for
 
 
 def b64(data: bytes | str) -> str:

@@ -14,9 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from envoy_harness import free_port
-
 from extauthz.client import check
+from tests.envoy_harness import free_port
 
 
 def get(url: str) -> tuple[int, str]:

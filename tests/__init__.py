@@ -1,0 +1,1 @@
+"""Tests of extauthz (an importable package: fakes and harnesses are shared)."""
