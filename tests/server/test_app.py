@@ -147,6 +147,19 @@ def kubelet_swap(directory: Path, files: dict[str, str], generation: int) -> Non
             entry.unlink()
 
 
+def reload_errors() -> float:
+    """Failed key reloads so far, over every source (the process-wide counter)."""
+    from extauthz.metrics import REGISTRY
+
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "extauthz_key_reloads"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("result") == "error"
+    )
+
+
 def test_directory_rotation_via_kubelet_symlink_swap(
     write_config: Callable[..., Path],
     key_dirs: Path,
@@ -174,8 +187,9 @@ def test_directory_rotation_via_kubelet_symlink_swap(
         assert wait_for(lambda: c.check(new)["decision"] == "allow", 3)
         assert c.check(old)["decision"] == "allow"
 
+        errors = reload_errors()
         kubelet_swap(decrypt, {"jwks.json": "{not json"}, 3)
-        time.sleep(2.5)
+        assert wait_for(lambda: reload_errors() > errors, 5)  # the broken version was read
         assert c.check(old)["decision"] == "allow"
         assert c.check(new)["decision"] == "allow"
 
