@@ -67,6 +67,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -334,6 +335,23 @@ class FakeKube:
     @property
     def listening(self) -> bool:
         return self._server is not None
+
+    def write_kubeconfig(
+        self, path: Path, *, user: str = "u", token: str | None = "t", namespace: str | None = None
+    ) -> Path:
+        """A kubeconfig at ``path`` whose current context is this server, for the real
+        client, the service and ``kubectl`` alike (JSON is valid YAML)."""
+        context: dict[str, Any] = {"cluster": "fake", "user": user}
+        if namespace is not None:
+            context["namespace"] = namespace
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": user, "user": {"token": token} if token is not None else {}}],
+            "contexts": [{"name": "fake", "context": context}],
+        }  # fmt: skip
+        path.write_text(json.dumps(config))
+        return path
 
     def start(self) -> FakeKube:
         """Listen on 127.0.0.1 (the same port as before after a stop)."""

@@ -80,14 +80,7 @@ class Replica:
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeWithApply, Path]]:
     with FakeKubeWithApply(bookmark_interval=None) as server:
-        kubeconfig = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-            "users": [{"name": "u", "user": {"token": "t"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-        }  # fmt: skip
-        path = tmp_path / "kubeconfig"
-        path.write_text(yaml.safe_dump(kubeconfig))
+        path = server.write_kubeconfig(tmp_path / "kubeconfig")
         yield server, path
 
 

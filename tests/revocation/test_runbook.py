@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2
 
 from extauthz import config as config_mod
@@ -45,14 +44,7 @@ def runbook_blocks() -> list[str]:
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWithApply]:
     with FakeKubeWithApply(bookmark_interval=None) as server:
-        kubeconfig = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-            "users": [{"name": "ops", "user": {"token": "ops"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "ops"}}],
-        }  # fmt: skip
-        path = tmp_path / "kubeconfig"
-        path.write_text(yaml.safe_dump(kubeconfig))
+        path = server.write_kubeconfig(tmp_path / "kubeconfig", user="ops", token="ops")
         monkeypatch.setenv("KUBECONFIG", str(path))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         yield server
