@@ -11,74 +11,31 @@ disappears later keeps its last list in force (logged and counted as an error).
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import structlog
 
+from extauthz.keys.sources.directory import DirectoryPoller, Fingerprint, fingerprint
 from extauthz.revocation.store import ListSink
 
 log = structlog.get_logger("extauthz.revocation.directory")
 
 PATTERNS = ("*.json", "*.yaml", "*.yml")
 
-Fingerprint = tuple[tuple[str, int, int, int], ...]
 
-
-class DirectoryListSource:
+class DirectoryListSource(DirectoryPoller[ListSink]):
     """Polls ``path`` every ``interval`` seconds; reports each new version to the sink."""
 
-    kind = "directory"
+    thread_name = "revocation-dir"
+    crash_event = "revocation_directory_crashed"
 
     def __init__(self, path: Path, interval: float = 1.0) -> None:
-        self.path = path
-        self.interval = interval
-        self.description = f"directory {path}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last: Fingerprint | None = None
+        super().__init__(path, interval)
         self._present: bool | None = None  # None: not looked yet
         self._unreadable: Fingerprint | None = None  # reported once per version
-        self._crashed = False
-
-    def start(self, sink: ListSink) -> None:
-        """Poll in a background thread (the first poll runs at once)."""
-        self._thread = threading.Thread(
-            target=self._run, args=(sink,), name=f"revocation-dir:{self.path}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop polling."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def alive(self) -> bool:
-        """False if the poll loop died."""
-        return not self._crashed
-
-    def _run(self, sink: ListSink) -> None:
-        try:
-            while not self._stop.is_set():
-                self.poll(sink)
-                self._stop.wait(self.interval)
-        except BaseException:
-            self._crashed = True
-            log.exception("revocation_directory_crashed", path=str(self.path))
-            raise
 
     def _fingerprint(self) -> Fingerprint:
-        entries: list[tuple[str, int, int, int]] = []
-        for pattern in PATTERNS:
-            for file in self.path.glob(pattern):
-                try:
-                    st = os.stat(file)  # follows the ..data symlink
-                except OSError:
-                    continue
-                entries.append((file.name, st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(sorted(entries))
+        return fingerprint(self.path, PATTERNS)
 
     def poll(self, sink: ListSink) -> None:
         """Look at the directory once; report a new version if anything changed."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -27,11 +29,32 @@ PATTERNS = ("*.json", "*.pem")
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
+SinkT = TypeVar("SinkT")
 
-class DirectorySource:
-    """Polls ``path`` every ``interval`` seconds; publishes on change."""
+
+def fingerprint(path: Path, patterns: tuple[str, ...]) -> Fingerprint:
+    """Name, resolved inode, size and mtime of every file matching ``patterns``: cheap
+    to take, and it changes with an in-place edit and with the kubelet's swap alike."""
+    entries: list[tuple[str, int, int, int]] = []
+    for pattern in patterns:
+        for file in path.glob(pattern):
+            try:
+                st = os.stat(file)  # follows the ..data symlink
+            except OSError:
+                continue
+            entries.append((file.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+class DirectoryPoller(ABC, Generic[SinkT]):
+    """A directory polled every ``interval`` seconds in a background thread (the first
+    poll runs at once); subclasses say what one :meth:`poll` does with the files. Used
+    for key directories and revocation-list directories alike."""
 
     kind = "directory"
+    #: prefix of the thread's name and event logged if the loop dies
+    thread_name = "dir"
+    crash_event = "directory_source_crashed"
 
     def __init__(self, path: Path, interval: float = 1.0) -> None:
         self.path = path
@@ -40,14 +63,12 @@ class DirectorySource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last: Fingerprint | None = None
-        self._good: dict[str, list[Key]] = {}
-        self._memo = MaterialMemo()  # unchanged files are not parsed again
         self._crashed = False
 
-    def start(self, sink: KeySink) -> None:
-        """Load once synchronously-in-thread, then poll."""
+    def start(self, sink: SinkT) -> None:
+        """Poll in a background thread."""
         self._thread = threading.Thread(
-            target=self._run, args=(sink,), name=f"keys-dir:{self.path}", daemon=True
+            target=self._run, args=(sink,), name=f"{self.thread_name}:{self.path}", daemon=True
         )
         self._thread.start()
 
@@ -61,26 +82,33 @@ class DirectorySource:
         """False if the poll loop died."""
         return not self._crashed
 
-    def _run(self, sink: KeySink) -> None:
+    def _run(self, sink: SinkT) -> None:
         try:
             while not self._stop.is_set():
                 self.poll(sink)
                 self._stop.wait(self.interval)
         except BaseException:
             self._crashed = True
-            log.exception("directory_source_crashed", path=str(self.path))
+            log.exception(self.crash_event, path=str(self.path))
             raise
 
+    @abstractmethod
+    def poll(self, sink: SinkT) -> None:
+        """Look at the directory once; report what changed to ``sink``."""
+
+
+class DirectorySource(DirectoryPoller[KeySink]):
+    """Polls ``path`` every ``interval`` seconds; publishes keys on change."""
+
+    thread_name = "keys-dir"
+
+    def __init__(self, path: Path, interval: float = 1.0) -> None:
+        super().__init__(path, interval)
+        self._good: dict[str, list[Key]] = {}
+        self._memo = MaterialMemo()  # unchanged files are not parsed again
+
     def _fingerprint(self) -> Fingerprint:
-        entries: list[tuple[str, int, int, int]] = []
-        for pattern in PATTERNS:
-            for file in self.path.glob(pattern):
-                try:
-                    st = os.stat(file)  # follows the ..data symlink
-                except OSError:
-                    continue
-                entries.append((file.name, st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(sorted(entries))
+        return fingerprint(self.path, PATTERNS)
 
     def poll(self, sink: KeySink) -> None:
         """Check the directory once; reload and publish if anything changed."""
