@@ -56,15 +56,23 @@ def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False,
     payloads = [h.envoy_like_request(t) for t in tokens]
     warm = payloads.pop()  # not part of the fill: evicted by it
     del tokens
-    http_port = h.free_port()
-    port = h.free_port()
-    config = h.write_config(work, grpc_port=port, http_port=http_port, cache_entries=entries,
-                            cache_ttl=3600, decisions="deny",
-                            http_authz_port=h.free_port() if http_authz else None)  # fmt: skip
-    command = [h.PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
-    proc = h.spawn(command, env={**os.environ, **(env or {})})
+    log = work / f"server-{entries}.log"
+    for attempt in range(3):
+        # a port picked free a moment ago may be taken meanwhile: new ports, start again
+        http_port, port = h.free_port(), h.free_port()
+        config = h.write_config(work, grpc_port=port, http_port=http_port,
+                                cache_entries=entries, cache_ttl=3600, decisions="deny",
+                                http_authz_port=h.free_port() if http_authz else None)  # fmt: skip
+        command = [h.PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
+        proc = h.spawn(command, log=log, env={**os.environ, **(env or {})})
+        try:
+            h.wait_serving(port, proc=proc)
+            break
+        except RuntimeError:
+            h.stop_process(proc)
+            if attempt == 2:
+                raise RuntimeError("extauthz did not start:\n" + log.read_text()[-2000:]) from None
     try:
-        h.wait_serving(port, proc=proc)
         # a few Checks of one token: every code path imported and warm, one entry cached
         loadgen.grpc_closed_loop(port, [warm], 0.5, 4)
         idle = h.rss_mb(proc.pid)
