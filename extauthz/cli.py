@@ -234,7 +234,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ConfigError, KeySourceError) as exc:
         print(f"extauthz serve: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    return app.run()
+    try:
+        return app.run()
+    except (ConfigError, KeySourceError) as exc:
+        # a source that cannot start: one line with its key path, never a traceback
+        app.stop_now()
+        print(f"extauthz serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def parser() -> argparse.ArgumentParser:

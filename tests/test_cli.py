@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -244,3 +246,31 @@ def test_check_over_mtls_on_both_listeners(
             assert refused.returncode == 2, refused.stdout
     finally:
         app.stop_now()
+
+
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ({"decryption": {"keys": [{"kubernetes": {"namespace": "auth", "secrets": ["x"]}}]}},
+         "decryption.keys[0]"),
+        ({"revocation": {"sources": [{"kubernetes": {"namespace": "auth", "configmaps": ["r"]}}]}},
+         "revocation.sources"),
+    ],
+)  # fmt: skip
+def test_serve_with_a_source_that_cannot_start_exits_2_in_one_line(
+    write_config: Callable[..., Path], section: dict[str, Any], where: str
+) -> None:
+    """No Kubernetes client configuration (no kubeconfig, not in a cluster): one line
+    naming the key path and the cause, exit 2, never a traceback."""
+    path = write_config(**section)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "extauthz", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**env, "KUBECONFIG": str(path.parent / "absent-kubeconfig")},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("extauthz serve:")]
+    assert len(lines) == 1, result.stderr
+    assert where in lines[0], result.stderr

@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from extauthz import metrics
 from extauthz.config import Config, KeySourceConfig, TlsConfig
-from extauthz.errors import ConfigError
+from extauthz.errors import ConfigError, KeySourceError
 from extauthz.keys.keyset import DECRYPTION, KeySink, KeySource, KeyStore, provider_purpose
 from extauthz.keys.sources.factory import build_source
 from extauthz.pipeline.evaluate import Evaluator
@@ -59,27 +59,40 @@ class Sources:
     store: KeyStore
     items: list[KeySource] = field(default_factory=list)
     sinks: list[KeySink] = field(default_factory=list)
+    #: the config key path of each source (``providers[0].keys[1]``), for start-up errors
+    paths: list[str] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: Config, store: KeyStore | None = None) -> Sources:
         """Build (not start) every configured source."""
         sources = cls(store or KeyStore())
-        wiring: list[tuple[str, KeySourceConfig, str | None]] = [
-            (DECRYPTION, item, None) for item in config.decryption.keys
+        wiring: list[tuple[str, KeySourceConfig, str | None, str]] = [
+            (DECRYPTION, item, None, f"decryption.keys[{i}]")
+            for i, item in enumerate(config.decryption.keys)
         ]
-        for provider in config.providers:
-            wiring.extend((provider_purpose(provider.name), item, provider.issuer)
-                          for item in provider.keys)  # fmt: skip
-        for purpose, item, issuer in wiring:
-            source = build_source(item, issuer=issuer)
+        for p, provider in enumerate(config.providers):
+            wiring.extend((provider_purpose(provider.name), item, provider.issuer,
+                           f"providers[{p}].keys[{i}]")
+                          for i, item in enumerate(provider.keys))  # fmt: skip
+        for purpose, item, issuer, path in wiring:
+            try:
+                source = build_source(item, issuer=issuer)
+            except (KeySourceError, OSError, ValueError) as exc:
+                raise ConfigError(path, f"cannot start this key source: {exc}") from exc
             sources.items.append(source)
             sources.sinks.append(sources.store.attach(purpose, source))
+            sources.paths.append(path)
         return sources
 
     def start(self) -> None:
-        """Start every source's background loading."""
-        for source, sink in zip(self.items, self.sinks, strict=True):
-            source.start(sink)
+        """Start every source's background loading; a source that cannot start (no
+        Kubernetes client configuration, say) is a :class:`ConfigError` naming its key."""
+        for source, sink, path in zip(self.items, self.sinks, self.paths, strict=True):
+            try:
+                source.start(sink)
+            except (KeySourceError, OSError) as exc:
+                self.stop()
+                raise ConfigError(path, f"cannot start this key source: {exc}") from exc
 
     def stop(self) -> None:
         """Stop every source."""
@@ -277,7 +290,13 @@ class App:
         """Start sources, servers, and the readiness watcher. Returns at once."""
         self.sources.start()
         if self.revocation is not None:
-            self.revocation.start()
+            try:
+                self.revocation.start()
+            except (KeySourceError, OSError) as exc:
+                self.sources.stop()
+                raise ConfigError(
+                    "revocation.sources", f"cannot start a revocation source: {exc}"
+                ) from exc
         self.server.start()
         if self.http_authz is not None:
             self.http_authz.start()

@@ -57,6 +57,8 @@ class HttpEndpoints:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
+        """Stop serving and close the socket (shutdown() would wait forever for a
+        serve loop that never started, e.g. after a start-up error)."""
+        if self._thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()
