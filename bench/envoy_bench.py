@@ -439,7 +439,7 @@ def _cpu(row: dict[str, Any]) -> str:
     # SO_REUSEPORT hashes connections to processes: Envoy's few long-lived gRPC
     # connections (one per Envoy worker thread) can all land on one process
     busy = [p for p in procs if p["cpu_us"] >= 0.2 * row["authz_cpu_us"]]
-    lopsided = " ⚠ one process served all" if len(busy) == 1 and len(procs) > 1 else ""
+    lopsided = " ⚠ one process did > 80%" if len(busy) == 1 and len(procs) > 1 else ""
     return f"{total} ({parts}){lopsided}"
 
 
