@@ -24,7 +24,7 @@ For each: saturation throughput with ``wrk`` (closed loop, ``--connections``), t
 µs per request of every authorization-server process and of Envoy (/proc), then
 latency at a fixed ``--rate`` with Debian's ``hey``, cross-checked with the open-loop
 generator of :mod:`loadgen`. Each variant runs its own Envoy and server; rounds
-interleave the variants. At the end every target of the benchmark issue is printed
+interleave the variants. At the end every performance target is printed
 next to its baseline from the same run, met or not. Nothing is left running.
 """
 
@@ -493,7 +493,7 @@ Target = tuple[str, str, str, str, bool]
 
 def targets(out: dict[str, Any]) -> list[Target]:
     """(target, measured, baseline from the same run, aim, met) for every figure of the
-    benchmark issue that this run measures; a missing row is skipped."""
+    performance targets that this run measures; a missing row is skipped."""
     rows = out["rows"]
     found: list[Target] = []
     anchor = rows.get("jwt_authn RS256")
