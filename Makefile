@@ -58,16 +58,13 @@ proto: $(DEV)
 proto-check: $(DEV)
 	$(PY) tools/protogen.py --check
 
-## bench: the cost of one Check in-process, next to bare joserfc (seconds)
+## bench: one Check in-process, each edge, next to bare joserfc (seconds)
 bench: $(DEV)
 	$(PY) bench/check_cost.py
 
-## bench-all: both transports through Envoy next to jwt_authn and allow-all servers; then docs/benchmarks.md
+## bench-all: both transports through Envoy, in-process, memory, profiles; then docs/benchmarks.md (~15 min)
 bench-all: $(DEV)
-	$(PY) bench/direct.py --nice -10
-	$(PY) bench/envoy_bench.py --nice -10
-	$(PY) bench/memory.py --nice -10
-	$(PY) bench/report.py --write
+	$(PY) bench/all.py --nice -10
 
 ## soak: Checks under key rotation while the Kubernetes API faults (SOAK_SECONDS=600)
 soak: $(DEV)
