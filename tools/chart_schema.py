@@ -10,9 +10,9 @@ these mechanical changes:
   and unused ones dropped;
 - ``format: path`` is dropped (a path on the pod is not a path on the machine that runs
   ``helm``; the chart checks ``ca_file`` against its mounts instead);
-- a map constrained by ``patternProperties`` refuses keys outside its patterns;
-- a key source that the config file writes as ``{kubernetes: {...}}`` gets that wrapper
-  when the generated schema describes only its inside.
+
+(The generated schema already closes pattern-keyed maps and describes Kubernetes key
+sources inside their ``kubernetes:`` wrapper, as the file writes them.)
 
 The PrometheusRule's alerts are the ones docs/observability.md documents: its
 ``PrometheusRule`` YAML block's ``spec`` is copied, as text, into the chart file that the
@@ -88,39 +88,7 @@ def _clean(node: dict[str, Any]) -> dict[str, Any]:
     if out.get("format") == "path":
         del out["format"]
     out.pop("title", None)
-    # a map whose keys must match a pattern: other keys are errors, not free-for-all
-    if "patternProperties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False
     return out
-
-
-def _kubernetes_wrapper(defs: dict[str, Any]) -> None:
-    """Wrap references to the Kubernetes source in ``{kubernetes: ...}`` when needed."""
-    name = f"{PREFIX}KubernetesSourceConfig"
-    inner = defs.get(name)
-    if inner is None or "kubernetes" in inner.get("properties", {}):
-        return
-    wrapped = f"{name}Item"
-    defs[wrapped] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"kubernetes": {"$ref": f"#/$defs/{name}"}},
-        "required": ["kubernetes"],
-        "description": "A Kubernetes source: `{kubernetes: {...}}`.",
-    }
-
-    def visit(node: dict[str, Any]) -> dict[str, Any]:
-        for combinator in ("oneOf", "anyOf"):
-            if combinator in node:
-                node[combinator] = [
-                    {"$ref": f"#/$defs/{wrapped}"} if alt == {"$ref": f"#/$defs/{name}"} else alt
-                    for alt in node[combinator]
-                ]
-        return node
-
-    for key in list(defs):
-        if key != wrapped:
-            defs[key] = _walk(defs[key], visit)
 
 
 def _refs(node: Any) -> set[str]:
@@ -143,7 +111,6 @@ def merged(values_schema: dict[str, Any], config_schema: dict[str, Any]) -> dict
     }
     for name, definition in config_schema.get("$defs", {}).items():
         defs[f"{PREFIX}{name}"] = _walk(definition, _clean)
-    _kubernetes_wrapper(defs)
     properties = {
         key: _walk(value, _clean)
         for key, value in config_schema["properties"].items()
