@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetCoreSchemaHandler,
     PrivateAttr,
     StrictBool,
     StrictInt,
@@ -43,6 +45,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from extauthz.errors import ConfigError
 
@@ -175,53 +178,36 @@ class _Model(BaseModel):
     )
 
 
-def _allowed_in(allowed: tuple[str, ...]) -> AfterValidator:
-    """One entry of an algorithm allow-list: known, and never a forbidden one."""
+@dataclass(frozen=True)
+class _OneOf:
+    """An entry of an algorithm allow-list: one of ``allowed`` (an enum in the schema),
+    never a forbidden algorithm; the error names the offending entry."""
 
-    def check(name: str) -> str:
+    allowed: tuple[str, ...]
+
+    def check(self, name: str) -> str:
         if name in FORBIDDEN_ALGORITHMS or name.lower() == "none":
             raise ValueError(f"{name!r} is never accepted")
-        if name not in allowed:
+        if name not in self.allowed:
             raise ValueError(f"unknown or unsupported algorithm {name!r}")
         return name
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, _schema: Any, _handler: Any) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.allowed)}
 
 
 _ALL_KEY_ALGORITHMS = DEFAULT_KEY_ALGORITHMS + OPTIONAL_KEY_ALGORITHMS
 _ALL_SIGNATURE_ALGORITHMS = DEFAULT_SIGNATURE_ALGORITHMS + HMAC_ALGORITHMS
-KeyAlgorithms = Annotated[
-    tuple[
-        Annotated[
-            StrictStr,
-            _allowed_in(_ALL_KEY_ALGORITHMS),
-            WithJsonSchema({"type": "string", "enum": list(_ALL_KEY_ALGORITHMS)}),
-        ],
-        ...,
-    ],
-    Field(min_length=1),
-]
+_NonEmpty = Field(min_length=1)
+KeyAlgorithms = Annotated[tuple[Annotated[StrictStr, _OneOf(_ALL_KEY_ALGORITHMS)], ...], _NonEmpty]
 ContentAlgorithms = Annotated[
-    tuple[
-        Annotated[
-            StrictStr,
-            _allowed_in(DEFAULT_CONTENT_ALGORITHMS),
-            WithJsonSchema({"type": "string", "enum": list(DEFAULT_CONTENT_ALGORITHMS)}),
-        ],
-        ...,
-    ],
-    Field(min_length=1),
+    tuple[Annotated[StrictStr, _OneOf(DEFAULT_CONTENT_ALGORITHMS)], ...], _NonEmpty
 ]
 SignatureAlgorithms = Annotated[
-    tuple[
-        Annotated[
-            StrictStr,
-            _allowed_in(_ALL_SIGNATURE_ALGORITHMS),
-            WithJsonSchema({"type": "string", "enum": list(_ALL_SIGNATURE_ALGORITHMS)}),
-        ],
-        ...,
-    ],
-    Field(min_length=1),
+    tuple[Annotated[StrictStr, _OneOf(_ALL_SIGNATURE_ALGORITHMS)], ...], _NonEmpty
 ]
 
 
