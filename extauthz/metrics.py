@@ -102,6 +102,18 @@ TOKEN_CACHE = Counter(
     ["result"],
     registry=REGISTRY,
 )
+REVOCATION_ENTRIES = Gauge(
+    "extauthz_revocation_entries",
+    "Revocation list entries in force (every source merged).",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+REVOCATION_RELOADS = Counter(
+    "extauthz_revocation_reloads",
+    "Revocation list (re)loads by source kind and result (success | error).",
+    ["source", "result"],
+    registry=REGISTRY,
+)
 BUILD_INFO = Info("extauthz_build", "Build information.", registry=None)
 
 
@@ -126,6 +138,16 @@ def record_check(decision: str, reason: str, seconds: float, transport: str = "g
 def key_reload(source: str, result: str) -> None:
     """Count one key (re)load attempt of a source kind."""
     KEY_RELOADS.labels(source, result).inc()
+
+
+def revocation_reload(source: str, result: str) -> None:
+    """One revocation list version taken (``success``) or refused (``error``)."""
+    REVOCATION_RELOADS.labels(source, result).inc()
+
+
+def set_revocation_entries(count: int) -> None:
+    """Entries of the merged revocation list now in force."""
+    REVOCATION_ENTRIES.set(count)
 
 
 def set_source_up(source: str, up: bool) -> None:

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import structlog
-from prometheus_client import Counter, Gauge
 
-from extauthz.metrics import REGISTRY
+from extauthz import metrics
 from extauthz.revocation.entries import (
     DigestEntry,
     Entry,
@@ -45,19 +44,6 @@ from extauthz.revocation.entries import (
 )
 
 log = structlog.get_logger("extauthz.revocation")
-
-ENTRIES = Gauge(
-    "extauthz_revocation_entries",
-    "Revocation list entries in force (every source merged).",
-    registry=REGISTRY,
-    multiprocess_mode="livemax",
-)
-RELOADS = Counter(
-    "extauthz_revocation_reloads",
-    "Revocation list (re)loads by source kind and result (success | error).",
-    ["source", "result"],
-    registry=REGISTRY,
-)
 
 _NEVER = float("inf")
 _K = TypeVar("_K")
@@ -326,7 +312,7 @@ class RevocationStore:
                 f"revocation.max_entries ({self.max_entries})",
             )  # fmt: skip
             return
-        RELOADS.labels(slot.kind, "success").inc()
+        metrics.revocation_reload(slot.kind, "success")
         log.info(
             "revocation_list_loaded", source=slot.description, object=name,
             entries=len(tables), total=size, generation=self.lists.generation,
@@ -340,7 +326,7 @@ class RevocationStore:
             self._check_ready()
         if kept is None:
             return  # never loaded (or rejected from the start): nothing in force
-        RELOADS.labels(slot.kind, "error").inc()
+        metrics.revocation_reload(slot.kind, "error")
         log.error(
             "revocation_list_deleted", source=slot.description, object=name,
             kept_entries=len(kept),
@@ -360,12 +346,12 @@ class RevocationStore:
             log.info("revocation_source_synced", source=slot.description)
 
     def _failed(self, slot: _Slot, error: BaseException) -> None:
-        RELOADS.labels(slot.kind, "error").inc()
+        metrics.revocation_reload(slot.kind, "error")
         log.error("revocation_source_failed", source=slot.description, error=str(error),
                   kept_entries=sum(len(t) for t in slot.objects.values()))  # fmt: skip
 
     def _reject(self, slot: _Slot, name: str, error: str) -> None:
-        RELOADS.labels(slot.kind, "error").inc()
+        metrics.revocation_reload(slot.kind, "error")
         with self._lock:
             kept = slot.objects.get(name)
             if kept is None:
@@ -389,5 +375,5 @@ class RevocationStore:
 
     def _publish(self, tables: Tables) -> None:
         self.lists = RevocationList(tables, self.lists.generation + 1, self._ready)
-        ENTRIES.set(len(tables))
+        metrics.set_revocation_entries(len(tables))
         self._changed.notify_all()
