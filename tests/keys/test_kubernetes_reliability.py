@@ -61,21 +61,6 @@ def source_up() -> float | None:
     return metrics.REGISTRY.get_sample_value("extauthz_key_source_up", {"source": "kubernetes"})
 
 
-@pytest.fixture
-def ready(kube: FakeKube, make_source: Any, recorder: Any, keys: Any) -> Callable[..., Any]:
-    """Start a names-mode source on Secret ``s`` (holding k1) and wait until it watches."""
-
-    def start(**kwargs: Any) -> Any:
-        kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
-        source = make_source(["s"], **kwargs)
-        source.start(recorder)
-        recorder.wait_kids({"k1"})
-        assert kube.wait_for_watches(1)
-        return source
-
-    return start
-
-
 # -- resourceVersions the server cannot serve ---------------------------------------------
 
 
