@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+import trustme
 from joserfc.jwk import ECKey, RSAKey
 from kubernetes import client
 
@@ -21,6 +22,7 @@ from extauthz.keys.material import Key
 from extauthz.keys.sources.backoff import Backoff
 from extauthz.keys.sources.kubernetes import KubernetesSource, new_api_client
 from tests.fakekube import FakeKube
+from tests.jwks_server import JwksServer, signing_key
 
 NAMESPACE = "auth"
 #: retries come quickly in tests; the schedule is data, the logic is the same
@@ -182,3 +184,24 @@ def ready(kube: FakeKube, make_source: Any, recorder: Any, keys: Any) -> Callabl
         return source
 
     return start
+
+
+# -- an identity provider serving a JWKS over TLS (JWKS source tests) --
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def key_a() -> tuple[Any, dict[str, Any]]:
+    return signing_key("key-a", "ES256")
+
+
+@pytest.fixture
+def idp(ca: trustme.CA, key_a: tuple[Any, dict[str, Any]]) -> Iterator[JwksServer]:
+    with JwksServer(ca) as server:
+        server.set_keys([key_a[1]])
+        server.cache_control = "max-age=3600"
+        yield server

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import trustme
 
 from extauthz.keys.keyset import REFETCH_WAIT_SECONDS, KeyStore, provider_purpose
 from extauthz.keys.sources.backoff import Backoff
@@ -23,24 +22,6 @@ from extauthz.keys.sources.jwks import JwksSource
 from tests.jwks_server import JwksServer, RecordingSink, signing_key
 
 PURPOSE = provider_purpose("idp")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def key_a() -> tuple[Any, dict[str, Any]]:
-    return signing_key("key-a", "ES256")
-
-
-@pytest.fixture
-def idp(ca: trustme.CA, key_a: tuple[Any, dict[str, Any]]) -> Iterator[JwksServer]:
-    with JwksServer(ca) as server:
-        server.set_keys([key_a[1]])
-        server.cache_control = "max-age=3600"
-        yield server
 
 
 @pytest.fixture

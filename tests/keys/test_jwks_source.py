@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 from joserfc import jwt
 from structlog.testing import capture_logs
 
@@ -31,26 +30,8 @@ FAST = Backoff(initial=0.02, factor=2, cap=0.1)
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def key_a() -> tuple[Any, dict[str, Any]]:
-    return signing_key("key-a", "ES256")
-
-
-@pytest.fixture(scope="module")
 def key_b() -> tuple[Any, dict[str, Any]]:
     return signing_key("key-b", "RS256")
-
-
-@pytest.fixture
-def idp(ca: trustme.CA, key_a: tuple[Any, dict[str, Any]]) -> Iterator[JwksServer]:
-    with JwksServer(ca) as server:
-        server.set_keys([key_a[1]])
-        server.cache_control = "max-age=3600"
-        yield server
 
 
 class Running:
