@@ -15,17 +15,16 @@ import random
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
-import structlog
-
 from extauthz import metrics
 from extauthz.config import LoggingConfig
 from extauthz.errors import DESCRIPTIONS
+from extauthz.logging import EventLog
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.request import CheckInput
 
 Transport = Literal["grpc", "http"]
 
-log = structlog.get_logger("extauthz.decision")
+log = EventLog("extauthz.decision")
 
 T = TypeVar("T")
 
@@ -90,10 +89,7 @@ class DecisionLog:
         trace = trace_id(request)
         if trace:
             fields["trace_id"] = trace
-        if decision.allowed:
-            log.info("check", **fields)
-        else:
-            log.warning("check", **fields)
+        log.line("info" if decision.allowed else "warning", "check", fields)
 
 
 class AnswerMemo(Generic[T]):

@@ -3,14 +3,22 @@ on every deny, the W3C trace id, and the deny-only / sampled modes."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from extauthz import config as config_mod
+from extauthz import logging as logging_mod
 from extauthz.client import build_request
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.server.app import Sources
@@ -136,36 +144,79 @@ def test_both_transports_write_the_same_line_but_for_the_transport_field(
     }
 
 
-def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> None:
-    import io
-    import logging
-    import threading
-
-    import structlog
-
-    from extauthz import logging as logging_mod
-
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Leave logging as it was: other suites may be capturing it."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     saved_structlog = structlog.get_config()
-    saved_sink = logging_mod._FLUSHER.sink
-    streams: list[io.TextIOWrapper] = []
+    saved_sink, saved_lines = logging_mod._FLUSHER.sink, logging_mod._FLUSHER.lines
     try:
-        for index in range(5):
-            streams.append(open(tmp_path / f"log{index}", "w", encoding="utf-8"))  # noqa: SIM115
-            logging_mod.configure("info", "json", stream=streams[-1])
-        flushers = [t for t in threading.enumerate() if t.name == "log-flush"]
-        assert len(flushers) == 1
-        structlog.get_logger("t").info("written", n=1)
-        logging_mod._FLUSHER.flush()
-        assert b'"written"' in (tmp_path / "log4").read_bytes()
+        yield
     finally:
-        # leave logging as it was: other suites may be capturing it
         logging_mod._FLUSHER.attach(saved_sink)
+        logging_mod._FLUSHER.lines = saved_lines
         structlog.configure(**saved_structlog)
         root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_configuring_logging_again_keeps_one_flush_thread(tmp_path: Path) -> None:
+    streams: list[io.TextIOWrapper] = []
+    try:
+        with logging_restored():
+            for index in range(5):
+                streams.append(open(tmp_path / f"log{index}", "w", encoding="utf-8"))  # noqa: SIM115
+                logging_mod.configure("info", "json", stream=streams[-1])
+            flushers = [t for t in threading.enumerate() if t.name == "log-flush"]
+            assert len(flushers) == 1
+            structlog.get_logger("t").info("written", n=1)
+            logging_mod._FLUSHER.flush()
+            assert b'"written"' in (tmp_path / "log4").read_bytes()
+    finally:
         for stream in streams:
             stream.close()
+
+
+JWS = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def test_the_direct_decision_line_is_the_line_structlog_writes(tmp_path: Path) -> None:
+    """The decision line skips structlog's chain when JSON goes to a real stream: same
+    keys in the same order, same redaction, same timestamp format, same level filter —
+    and back through structlog whenever structlog is configured otherwise."""
+    fields = {"path": f"/a/{JWS}", "token": "secret", "status": 200, "dropped": ["x"]}
+    log = logging_mod.EventLog("extauthz.decision")
+    with logging_restored(), (tmp_path / "log").open("w", encoding="utf-8") as stream:
+        logging_mod.configure("info", "json", stream=stream)
+        lines = logging_mod._FLUSHER.lines
+        assert lines is not None
+        assert lines.active()
+        log.line("warning", "check", dict(fields))
+        structlog.get_logger("extauthz.decision").warning("check", **fields)
+        log.line("info", "check", dict(fields, status=403))
+        logging_mod._FLUSHER.flush()
+        direct, chain, info = (json.loads(x) for x in (tmp_path / "log").read_text().splitlines())
+        with capture_logs() as captured:  # another configuration: through structlog
+            assert not lines.active()
+            log.line("warning", "check", {"n": 1})
+        assert captured == [{"n": 1, "event": "check", "log_level": "warning"}]
+        logging_mod.configure("warning", "json", stream=stream)
+        log.line("info", "check", {"n": 2})  # below the level: not written
+        log.line("warning", "check", {"n": 3})
+        logging_mod._FLUSHER.flush()
+        written = [json.loads(x) for x in (tmp_path / "log").read_text().splitlines()]
+    assert list(direct) == list(chain) == ["path", "token", "status", "dropped", "event",
+                                           "level", "timestamp"]  # fmt: skip
+    assert STAMP.fullmatch(direct["timestamp"])
+    assert STAMP.fullmatch(chain["timestamp"])
+    assert {k: v for k, v in direct.items() if k != "timestamp"} == {
+        k: v for k, v in chain.items() if k != "timestamp"
+    }
+    assert direct["path"] == "/a/[redacted]"
+    assert direct["token"] == "[redacted]"
+    assert (info["level"], info["status"]) == ("info", 403)
+    assert [line.get("n") for line in written[3:]] == [3]
 
 
 def test_request_id_is_the_x_request_id_envoy_logs_not_its_stream_id(
