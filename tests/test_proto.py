@@ -567,3 +567,57 @@ def test_envoy_sees_overwrite_and_no_append(xds_responses: dict[str, Any]) -> No
     assert denied["status"]["code"] == 16
     assert denied["denied_response"]["status"]["code"] == "Unauthorized"
     assert xds_responses["deny_503_not_ready"]["dict"]["status"]["code"] == 14
+
+
+def test_the_edges_answers_read_with_envoys_classes() -> None:
+    """What ``to_response`` builds for an allow and for each deny status reads back with
+    Envoy's classes: a status on every answer (code 0 on allow), overwriting header
+    options, the removal list, the HTTP status, body and metadata."""
+    from extauthz.errors import Reason
+    from extauthz.pipeline.decision import Decision
+    from extauthz.server.authz import to_response
+
+    decisions = {
+        "allow": Decision(
+            allowed=True, status=200, reason=Reason.OK, rule="orders",
+            upstream_headers=(("x-user", "alice"), ("x-scope", "read")),
+            remove_headers=("x-claims",), response_headers=(("x-frame-options", "DENY"),),
+            sub="alice", iss="https://idp.example", kid="k1", enc_kid="e1",
+        ),
+        "anonymous": Decision(allowed=True, status=200, reason=Reason.ANONYMOUS, rule="health"),
+        **{
+            f"deny_{status}": Decision(
+                allowed=False, status=status, reason=reason, rule="orders", body='{"e":1}',
+                response_headers=(("content-type", "application/json"),),
+            )
+            for status, reason in ((401, Reason.MISSING_TOKEN), (403, Reason.INSUFFICIENT_SCOPE),
+                                   (503, Reason.NOT_READY))
+        },
+    }  # fmt: skip
+    samples = {name: _b64(to_response(d).SerializeToString()) for name, d in decisions.items()}
+    parsed = _peer(
+        {"op": "decode", "type": "envoy.service.auth.v3.CheckResponse", "samples": samples}
+    )
+    for name in decisions:
+        assert parsed[name]["unknown"] == [], name
+        assert "status" in parsed[name]["dict"], name  # present, even with code 0
+    allow = parsed["allow"]["dict"]
+    assert allow["status"] == {}  # code 0, the default, on the wire as an empty Status
+    ok = allow["ok_response"]
+    assert [(o["header"]["key"], o["header"]["value"]) for o in ok["headers"]] == [
+        ("x-user", "alice"), ("x-scope", "read")]  # fmt: skip
+    assert all(o["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD" for o in ok["headers"])
+    assert ok["headers_to_remove"] == ["x-claims"]
+    assert ok["response_headers_to_add"][0]["header"]["key"] == "x-frame-options"
+    assert allow["dynamic_metadata"]["decision"] == "allow"
+    assert allow["dynamic_metadata"]["enc_kid"] == "e1"
+    assert "ok_response" in parsed["anonymous"]["dict"]
+    for status, grpc_code, name in ((401, 16, "Unauthorized"), (403, 7, "Forbidden"),
+                                    (503, 14, "ServiceUnavailable")):  # fmt: skip
+        deny = parsed[f"deny_{status}"]["dict"]
+        assert deny["status"]["code"] == grpc_code
+        assert deny["denied_response"]["status"]["code"] == name
+        assert deny["denied_response"]["body"] == '{"e":1}'
+        assert deny["denied_response"]["headers"][0]["append_action"] == (
+            "OVERWRITE_IF_EXISTS_OR_ADD"
+        )

@@ -16,8 +16,6 @@ import grpc
 
 from extauthz._proto.envoy.config.core.v3 import base_pb2
 from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
-from extauthz._proto.envoy.type.v3 import http_status_pb2
-from extauthz._proto.google.rpc import status_pb2
 from extauthz.config import LoggingConfig
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
@@ -64,13 +62,14 @@ def to_input(request: Any) -> CheckInput:
     )
 
 
-def _options(headers: tuple[tuple[str, str], ...]) -> list[Any]:
-    return [
-        base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE
-        )
-        for k, v in headers
-    ]
+def _fill(options: Any, headers: tuple[tuple[str, str], ...]) -> None:
+    """Append one overwriting ``HeaderValueOption`` per header to a repeated field
+    (filled in place: building each message and copying it in costs half again)."""
+    for key, value in headers:
+        option = options.add()
+        option.header.key = key
+        option.header.value = value
+        option.append_action = _OVERWRITE
 
 
 def to_response(decision: Decision) -> Any:
@@ -80,16 +79,16 @@ def to_response(decision: Decision) -> Any:
     for key, value in decision.metadata.items():
         fields[key].string_value = value
     if decision.allowed:
-        response.status.CopyFrom(status_pb2.Status(code=0))
+        response.status.code = 0
         ok = response.ok_response
-        ok.headers.extend(_options(decision.upstream_headers))
+        _fill(ok.headers, decision.upstream_headers)
         ok.headers_to_remove.extend(decision.remove_headers)
-        ok.response_headers_to_add.extend(_options(decision.response_headers))
+        _fill(ok.response_headers_to_add, decision.response_headers)
         return response
-    response.status.CopyFrom(status_pb2.Status(code=_GRPC_CODE.get(decision.status, 16)))
+    response.status.code = _GRPC_CODE.get(decision.status, 16)
     denied = response.denied_response
-    denied.status.CopyFrom(http_status_pb2.HttpStatus(code=decision.status))  # type: ignore[arg-type]
-    denied.headers.extend(_options(decision.response_headers))
+    denied.status.code = decision.status  # type: ignore[assignment]
+    _fill(denied.headers, decision.response_headers)
     denied.body = decision.body
     return response
 
