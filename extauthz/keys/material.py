@@ -91,44 +91,64 @@ class Key:
         return data
 
 
+def _unique_members(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(items)
+    if len(out) != len(items):
+        raise ValueError("duplicate JSON member")
+    return out
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20:
+        raise ValueError("JSON integer too large")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > 40:
+        raise ValueError("JSON number too long")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("JSON number out of range")
+    return value
+
+
+#: every check but the integer bound runs as the document is decoded (duplicate
+#: members, NaN/Infinity, float size); decoders are immutable and shared
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_members, parse_constant=_bad_constant, parse_float=_bounded_float
+)
+_BOUNDED_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_members, parse_constant=_bad_constant, parse_float=_bounded_float,
+    parse_int=_bounded_int,
+)  # fmt: skip
+#: text that could fail a check made after decoding: a lone surrogate, raw or as a
+#: ``\uD800``-``\uDFFF`` escape (the only ways one reaches a parsed string: strict
+#: UTF-8 refuses encoded surrogates), or 20 digits in a row (an integer that may
+#: exceed the bound). Matches inside strings too: a false alarm costs the full path.
+_SUSPECT = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]|\d{20}")
+
+
 def strict_json_loads(data: bytes | str) -> Any:
-    """``json.loads`` that refuses duplicate members, NaN/Infinity and absurd numbers."""
+    """``json.loads`` that refuses duplicate members, NaN/Infinity, absurd numbers, lone
+    surrogates and nesting deeper than :data:`MAX_JSON_DEPTH`.
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError("duplicate JSON member")
-            out[k] = v
-        return out
-
-    def bad_constant(name: str) -> Any:
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    def bounded_int(text: str) -> int:
-        if len(text) > 20:
-            raise ValueError("JSON integer too large")
-        return int(text)
-
-    def bounded_float(text: str) -> float:
-        if len(text) > 40:
-            raise ValueError("JSON number too long")
-        value = float(text)
-        if value in (float("inf"), float("-inf")):
-            raise ValueError("JSON number out of range")
-        return value
-
+    A token's headers and claims are parsed on every unique token, so the common text
+    takes one C decode: no ``{``/``[`` beyond the depth bound can nest too deep, and
+    text without a surrogate or a long digit run cannot fail the walk or the integer
+    bound. Anything else takes the full path, with both.
+    """
     if isinstance(data, bytes | bytearray):
         if data[:3] == b"\xef\xbb\xbf":
             raise ValueError("byte-order mark")
         data = bytes(data).decode("utf-8")  # strict: UTF-16/32 and invalid UTF-8 refused
-    value = json.loads(
-        data,
-        object_pairs_hook=pairs,
-        parse_constant=bad_constant,
-        parse_int=bounded_int,
-        parse_float=bounded_float,
-    )
+    if data.count("{") + data.count("[") <= MAX_JSON_DEPTH and not _SUSPECT.search(data):
+        return _DECODER.decode(data)
+    value = _BOUNDED_DECODER.decode(data)
     _check_depth(value)
     return value
 

@@ -14,6 +14,7 @@ from jwcrypto import jwk as cjwk
 from extauthz.errors import Reason, TokenError
 from extauthz.keys.keyset import DECRYPTION
 from extauthz.pipeline import tokens
+from extauthz.pipeline.algorithms import jws_models
 
 from .jose_raw import jwe_aes_kw, jwe_rsa_oaep
 from .support import (
@@ -284,13 +285,14 @@ def test_kid_absent_tries_at_most_max_keys_tried(
     keys = list(kit.extra_rsa)  # four RS256 keys; the token is signed by the last
     token = sign(claims(), keys[-1], "RS256", kid=False)
     calls: list[object] = []
-    original = tokens.jws.deserialize_compact
+    rs256 = type(jws_models()["RS256"])  # the algorithm object joserfc verifies with
+    original = rs256.verify
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[1])
-        return original(*args, **kwargs)
+    def counting(self: Any, msg: bytes, sig: bytes, key: Any) -> bool:
+        calls.append(key)
+        return bool(original(self, msg, sig, key))
 
-    monkeypatch.setattr(tokens.jws, "deserialize_compact", counting)
+    monkeypatch.setattr(rs256, "verify", counting)
     limited = new_env(idp_keys=keys)
     assert limited.config.token.max_keys_tried == 3
     assert reason_of(limited, token) is Reason.BAD_SIGNATURE
@@ -637,3 +639,18 @@ def test_verified_result_names_the_keys_it_depends_on(env: Env, kit: Kit) -> Non
         (DECRYPTION, kit.enc_rsa.identity),
     }
     assert verified.inner.count(".") == 2
+
+
+def test_jws_parts_over_joserfcs_bounds_are_too_large(new_env: NewEnv, kit: Kit) -> None:
+    """With ``token.max_bytes`` raised far, joserfc's own JWS size bounds still hold (a
+    payload over 128,000 characters, a signature over 1,024): ``too_large``, before any
+    signature check; just under them the token verifies."""
+    env = new_env({"token": {"max_bytes": 400_000}})
+    big = sign(claims(blob="x" * 97_000), kit.sig_rsa)  # ~129k characters of payload
+    assert len(big.split(".")[1]) > 128_000
+    assert reason_of(env, big) is Reason.TOO_LARGE
+    fits = sign(claims(blob="x" * 95_000), kit.sig_rsa)
+    assert reason_of(env, fits) is Reason.OK
+    head, payload, signature = sign(claims(), kit.sig_rsa).split(".")
+    assert reason_of(env, f"{head}.{payload}.{signature * 4}") is Reason.TOO_LARGE
+    assert reason_of(env, f"{head}.{payload}.{signature}A") is Reason.BAD_SIGNATURE
