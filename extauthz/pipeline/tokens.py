@@ -15,13 +15,13 @@ looked up only among the keys of the provider named by the token's ``iss``.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from joserfc import jwe
 from joserfc.errors import ExceededSizeError, JoseError
 
@@ -29,6 +29,7 @@ from extauthz.config import Config, ProviderConfig
 from extauthz.errors import Reason, TokenError
 from extauthz.keys.keyset import DECRYPTION, KeyRing, KeySet, provider_purpose
 from extauthz.keys.material import Key, hmac_key_long_enough, strict_json_loads
+from extauthz.pipeline import b64url, jwe_direct
 from extauthz.pipeline.algorithms import (
     ES_CURVES,
     MAX_HEADER_BYTES,
@@ -70,12 +71,10 @@ def media_type(value: str) -> str:
 
 
 def b64decode(segment: bytes) -> bytes:
-    """Strict base64url: RFC 7515 §2 alphabet, no padding, no whitespace."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise TokenError(Reason.MALFORMED, "bad base64url")
+    """Strict base64url: RFC 7515 §2 alphabet, no padding, canonical (see :mod:`b64url`)."""
     try:
-        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return b64url.decode(segment)
+    except ValueError as exc:
         raise TokenError(Reason.MALFORMED, "bad base64url") from exc
 
 
@@ -221,9 +220,27 @@ class TokenVerifier:
             raise TokenError(Reason.UNKNOWN_KID, "no decryption key fits")
         if pbes2_keys:
             keys = keys[:pbes2_keys]
+        registry = policy.registry
+        try:
+            registry.validate_compact_value_size(token.encode("ascii"))
+            registry.validate_protected_header_size(segments[0])
+            registry.validate_encrypted_key_size(segments[1])
+            registry.validate_initialization_vector_size(segments[2])
+            registry.validate_ciphertext_size(segments[3])
+            registry.validate_auth_tag_size(segments[4])
+        except ExceededSizeError as exc:
+            raise TokenError(Reason.TOO_LARGE, "a JWE part exceeds its size bound") from exc
         for key in keys:
+            # the plain ECDH-ES / RSA-OAEP + AES-GCM shapes directly; any other
+            # token, and any key the direct path does not handle, through joserfc
             try:
-                result = jwe.decrypt_compact(token, key.jwk, registry=policy.registry)
+                plaintext = jwe_direct.decrypt(header, segments, key)
+            except (*_CRYPTO_ERRORS, InvalidTag):
+                continue
+            if plaintext is not None:
+                return plaintext, header, key.kid, key.identity
+            try:
+                result = jwe.decrypt_compact(token, key.jwk, registry=registry)
             except ExceededSizeError as exc:
                 # the key was right (the tag verified); the inflated plaintext is too big
                 raise TokenError(Reason.TOO_LARGE, "inflated plaintext over the cap") from exc
@@ -339,7 +356,7 @@ class TokenVerifier:
         try:
             registry.check_header(header)
             algorithm = registry.get_alg(alg)
-            raw_signature = base64.urlsafe_b64decode(signature + b"=" * (-len(signature) % 4))
+            raw_signature = b64url.decode(signature)
         except _CRYPTO_ERRORS as exc:
             raise TokenError(Reason.BAD_SIGNATURE, "signature did not verify") from exc
         signing_input = head + b"." + payload_b64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Callable
@@ -654,3 +655,35 @@ def test_jws_parts_over_joserfcs_bounds_are_too_large(new_env: NewEnv, kit: Kit)
     head, payload, signature = sign(claims(), kit.sig_rsa).split(".")
     assert reason_of(env, f"{head}.{payload}.{signature * 4}") is Reason.TOO_LARGE
     assert reason_of(env, f"{head}.{payload}.{signature}A") is Reason.BAD_SIGNATURE
+
+
+def _noncanonical(segment: str) -> str:
+    """The same bytes with the unused low bits of the last character set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(segment) % 4 in (2, 3)
+    return segment[:-1] + alphabet[alphabet.index(segment[-1]) | 1]
+
+
+def test_a_second_spelling_of_a_signed_or_encrypted_token_is_refused(env: Env, kit: Kit) -> None:
+    """Base64url is decoded canonically: setting the unused bits of a part's last
+    character keeps its bytes, but the token is refused — two strings for one token
+    would let a token listed by digest (revocation) through under its other spelling."""
+    signed = sign(claims(), kit.sig_rsa)
+    assert reason_of(env, signed) is Reason.OK
+    head, payload, signature = signed.split(".")
+    assert len(signature) % 4 in (2, 3)
+    assert base64.urlsafe_b64decode(_noncanonical(signature) + "==") == base64.urlsafe_b64decode(
+        signature + "=="
+    )
+    assert reason_of(env, f"{head}.{payload}.{_noncanonical(signature)}") is Reason.BAD_SIGNATURE
+    for part in (head, payload):
+        if len(part) % 4 in (2, 3):
+            respelled = signed.replace(part, _noncanonical(part), 1)
+            assert reason_of(env, respelled) is Reason.MALFORMED
+    sealed = encrypt(signed, kit.enc_rsa)
+    assert reason_of(env, sealed) is Reason.OK
+    parts = sealed.split(".")
+    for index in (1, 2, 4):  # encrypted key, IV, tag
+        if len(parts[index]) % 4 in (2, 3):
+            respelled = ".".join(_noncanonical(p) if i == index else p for i, p in enumerate(parts))
+            assert reason_of(env, respelled) is Reason.DECRYPT_FAILED, index
