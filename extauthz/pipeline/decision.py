@@ -56,7 +56,7 @@ class Decision:
 
 
 #: bound on memoized deny decisions (their detail may echo attacker-chosen alg names)
-_DENY_MEMO_MAX = 1024
+DENY_MEMO_MAX = 1024
 
 
 def metadata(
@@ -93,6 +93,25 @@ def header_value(value: Any, limit: int) -> str | None:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderShape:
+    """Which claim headers a token fills, which managed ones are removed, which were
+    dropped: few combinations exist, so tokens of one shape share one object and each
+    cached token keeps only its header values (in the order of ``names``)."""
+
+    names: tuple[str, ...]
+    remove: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+    def pairs(self, values: tuple[str, ...]) -> Headers:
+        """The ``(header, value)`` pairs of one token of this shape."""
+        return tuple(zip(self.names, values, strict=True))
+
+
+#: bound on shared :class:`HeaderShape` objects (the memo starts over when full)
+_SHAPES_MAX = 4096
+
+
 class ClaimHeaders:
     """Precomputed claim -> header mapping of one provider, plus the shared extras."""
 
@@ -107,13 +126,15 @@ class ClaimHeaders:
             names.add(self.claims_header)
         #: every header we may fill: removed whenever we do not fill it
         self.all_names = tuple(sorted(names))
-        self._removes: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], HeaderShape] = {}
 
     def render(
         self, provider: ProviderConfig, claims: Mapping[str, Any]
-    ) -> tuple[Headers, tuple[str, ...], tuple[str, ...]]:
-        """(headers to set, managed headers to remove, dropped claim headers)."""
-        out: list[tuple[str, str]] = []
+    ) -> tuple[HeaderShape, tuple[str, ...]]:
+        """The shape of the token's claim headers (set, removed, dropped) and the values
+        of the headers it sets."""
+        names: list[str] = []
+        values: list[str] = []
         dropped: list[str] = []
         for claim, header in self.by_provider.get(provider.name, ()):
             raw = claims_mod.lookup(claims, claim)
@@ -122,19 +143,30 @@ class ClaimHeaders:
                 if raw is not None:
                     dropped.append(header)
                 continue
-            out.append((header, value))
+            names.append(header)
+            values.append(value)
         if self.claims_header:
             encoded = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
             value = base64.urlsafe_b64encode(encoded).rstrip(b"=").decode()
             if len(value) <= self.limit:
-                out.append((self.claims_header, value))
+                names.append(self.claims_header)
+                values.append(value)
             else:
                 dropped.append(self.claims_header)
-        filled = {h for h, _ in out}
-        remove = tuple(h for h in self.all_names if h not in filled)
-        # few distinct combinations exist: share one tuple per combination
-        remove = self._removes.setdefault(remove, remove)
-        return tuple(out), remove, tuple(dropped)
+        return self.shape(tuple(names), tuple(dropped)), tuple(values)
+
+    def shape(self, names: tuple[str, ...], dropped: tuple[str, ...]) -> HeaderShape:
+        """The shared shape for headers ``names`` set and ``dropped``."""
+        key = (names, dropped)
+        found = self._shapes.get(key)
+        if found is None:
+            filled = set(names)
+            remove = tuple(h for h in self.all_names if h not in filled)
+            found = HeaderShape(names, remove, dropped)
+            if len(self._shapes) >= _SHAPES_MAX:
+                self._shapes.clear()  # bounded; the shapes in use stay referenced
+            self._shapes[key] = found
+        return found
 
 
 class Denials:
@@ -198,7 +230,7 @@ class Denials:
             response_headers=tuple(headers), body=self._bodies[reason],
             sub=sub, iss=iss, kid=kid, enc_kid=enc_kid, jti=jti, detail=detail,
         )  # fmt: skip
-        if key is not None and len(self._memo) < _DENY_MEMO_MAX:
+        if key is not None and len(self._memo) < DENY_MEMO_MAX:
             self._memo[key] = decision
         return decision
 

@@ -15,10 +15,11 @@ stops working at once. Rules are evaluated on every request.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ from extauthz.errors import AuthError, PolicyError, Reason, TokenError
 from extauthz.keys.keyset import KeyRing
 from extauthz.pipeline import claims as claims_mod
 from extauthz.pipeline import credentials, policy
-from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, Headers
+from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, HeaderShape
 from extauthz.pipeline.request import CheckInput
 from extauthz.pipeline.tokens import TokenVerifier
 from extauthz.revocation.store import REVOKED, RevocationList, RevocationStore
@@ -51,26 +52,42 @@ class Keys(Protocol):
     ) -> KeyRing | None: ...
 
 
+#: cache entries holding a memoized decision at once: the most recently decided ones.
+#: The others keep only what re-deciding needs (a few microseconds, and the edges
+#: render the answer again), so the memory of a full cache does not grow with a
+#: Decision per token.
+MEMO_MAX = 4096
+
+
 @dataclass(slots=True)
 class Entry:
-    """A verified, validated token and the pieces of its allow response."""
+    """A verified, validated token and the pieces of its allow response.
+
+    Many of these live at once (``cache.max_entries``): an entry keeps only what a
+    later Check reads, and shares what tokens have in common (the header shape, the
+    rule claims, key ids).
+    """
 
     provider: ProviderConfig
-    claims: dict[str, Any]
+    #: the claims rules may read (scopes, require_claims roots); shared between
+    #: tokens with the same ones: never mutated
+    claims: Mapping[str, Any]
     expires: float  # epoch seconds: exp + leeway, capped by the cache TTL
     depends: tuple[tuple[str, str], ...]
-    headers: Headers
-    remove: tuple[str, ...]
-    dropped: tuple[str, ...]
+    #: claim headers set / removed / dropped (shared), and the values set
+    shape: HeaderShape
+    values: tuple[str, ...]
     inner: str
     sub: str
     kid: str
     enc_kid: str
     #: the last decision made for this token and its (rule, stripped headers) key: a
-    #: client mostly repeats the same request; one slot keeps the entry small
+    #: client mostly repeats the same request; one slot, and only the most recently
+    #: decided :data:`MEMO_MAX` entries hold one (see :meth:`Evaluator._remember`)
     memo: tuple[tuple[Any, ...], Decision] | None = field(default=None, compare=False)
-    #: revocation: the token's ``jti`` ("" if none) and ``iat``, and the generation of
-    #: the revocation list it was last found clean under (-1: never checked)
+    #: revocation: the token's ``jti`` ("" if none) and ``iat`` (kept only when a
+    #: revocation list is configured), and the generation of the revocation list it
+    #: was last found clean under (-1: never checked)
     jti: str = ""
     iat: float | None = None
     revocation: int = field(default=-1, compare=False)
@@ -183,8 +200,13 @@ class Evaluator:
         #: top-level claims any rule may read: scopes, and the roots of require_claims
         roots = {name.split(".")[0] for r in config.rules for name, _ in r.require_claims}
         self._rule_claims = frozenset({"scope", "scp"} | roots)
-        #: headers the allow path always sets or removes itself
-        self._managed = set(self.headers.all_names) | {"authorization"}
+        #: headers the allow path always sets or removes itself (a token's claim headers
+        #: are among ``all_names``)
+        self._managed = frozenset(self.headers.all_names) | {"authorization"}
+        #: entries holding a memoized decision, oldest first (see :meth:`_remember`)
+        self._memoized: collections.deque[Entry] = collections.deque()
+        #: rule claims shared between cache entries, by their (name, text) pairs
+        self._kept: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
 
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
@@ -259,14 +281,25 @@ class Evaluator:
                 revoked = self._revoked(lists, rule, entry, digest, now)
                 if revoked is not None:
                     return revoked, fp
-        stripped = self._stripped(request, entry) if self._strip else ()
+        stripped = self._stripped(request) if self._strip else ()
         key = (rule, stripped, source)
         memo = entry.memo
         if memo is not None and memo[0] == key:
             return memo[1], fp
         decision = self._decide(rule, entry, stripped, source)
-        entry.memo = (key, decision)
+        self._remember(entry, key, decision)
         return decision, fp
+
+    def _remember(self, entry: Entry, key: tuple[Any, ...], decision: Decision) -> None:
+        """Memoize ``decision`` in ``entry``; past :data:`MEMO_MAX` entries holding one,
+        the oldest memo is dropped (that token's next Check decides again: same
+        Decision, a new object). Lock-free: a race can only drop a memo early."""
+        entry.memo = (key, decision)
+        held = self._memoized
+        held.append(entry)
+        if len(held) > MEMO_MAX:
+            with contextlib.suppress(IndexError):  # another thread took the last one
+                held.popleft().memo = None
 
     def _decide(
         self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...],
@@ -308,7 +341,7 @@ class Evaluator:
                 Reason.REVOKED, rule.name, why, sub=entry.sub, iss=provider.issuer,
                 kid=entry.kid, enc_kid=entry.enc_kid, jti=entry.jti,
             )  # fmt: skip
-            entry.memo = (key, decision)
+            self._remember(entry, key, decision)
             return decision
         entry.revocation = lists.generation
         return None
@@ -316,27 +349,47 @@ class Evaluator:
     def _verify(self, token: str, ring: KeyRing, now: float) -> Entry:
         verified = self.verifier.verify(token, ring)
         expires = claims_mod.validate(verified.claims, verified.provider, now)
-        claims = verified.claims
-        headers, remove, dropped = self.headers.render(verified.provider, claims)
+        claims: Mapping[str, Any] = verified.claims
+        # keep only what rules can read later (scopes and require_claims roots)
+        fresh = {k: claims[k] for k in self._rule_claims if k in claims}
+        kept = self._shared(fresh)
+        if kept is not fresh:
+            # the header values of those claims: the shared strings, too
+            claims = {**claims, **kept}
+        shape, values = self.headers.render(verified.provider, claims)
         sub = claims.get("sub")
         jti = claims.get("jti")
         iat = claims.get("iat")  # validated: a number in range, or absent
-        # keep only what rules can read later (scopes and require_claims roots)
-        kept = {k: claims[k] for k in self._rule_claims if k in claims}
+        if self.revocation is None or isinstance(iat, bool) or not isinstance(iat, int | float):
+            iat = None  # only a revocation list (issued_before) reads it
         inner = verified.inner if self.upstream.authorization == "inner" else ""
         return Entry(
             provider=verified.provider, claims=kept,
             expires=min(expires, now + self.cache.max_ttl), depends=verified.depends,
-            headers=headers, remove=remove, dropped=dropped, inner=inner,
+            shape=shape, values=values, inner=inner,
             sub=sub if isinstance(sub, str) else "", kid=verified.kid or "",
             enc_kid=verified.enc_kid or "", jti=jti if isinstance(jti, str) else "",
-            iat=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
+            iat=None if iat is None else float(iat),
         )  # fmt: skip
 
-    def _stripped(self, request: CheckInput, entry: Entry | None) -> tuple[str, ...]:
+    def _shared(self, kept: dict[str, Any]) -> dict[str, Any]:
+        """``kept``, or an equal dict already held by another entry: tokens mostly
+        carry the same few scope strings. Only all-text claims are shared (``1``,
+        ``1.0`` and ``true`` compare equal but are different JSON values)."""
+        if not all(type(v) is str for v in kept.values()):
+            return kept
+        key = tuple(kept.items())
+        found = self._kept.get(key)
+        if found is None:
+            if len(self._kept) >= MEMO_MAX:
+                self._kept.clear()  # bounded; the dicts in use stay referenced
+            self._kept[key] = found = kept
+        return found
+
+    def _stripped(self, request: CheckInput) -> tuple[str, ...]:
         """Client headers under ``strip_header_prefixes`` that we neither set nor remove."""
         names = {k for k, _ in request.raw_headers} if request.raw_headers else request.headers
-        managed = self._managed if entry is None else {h for h, _ in entry.headers} | self._managed
+        managed = self._managed  # a token's claim headers are among them
         return tuple(sorted(
             n for n in names if n.startswith(self._strip) and n not in managed
         ))  # fmt: skip
@@ -344,10 +397,9 @@ class Evaluator:
     def _allow(
         self, rule: str, entry: Entry, stripped: tuple[str, ...], source: TokenSourceConfig
     ) -> Decision:
-        # reuse the entry's tuples when nothing is added: a memoized Decision per cached
-        # token should not hold a second copy of its headers
-        headers = entry.headers
-        remove = entry.remove
+        shape = entry.shape
+        headers = shape.pairs(entry.values)
+        remove = shape.remove
         mode = self.upstream.authorization
         if mode != "keep":
             # the token leaves the request where it came from. A cookie takes the whole
@@ -367,13 +419,13 @@ class Evaluator:
             upstream_headers=headers, remove_headers=remove,
             response_headers=self.response_headers, sub=entry.sub,
             iss=entry.provider.issuer, kid=entry.kid, enc_kid=entry.enc_kid, jti=entry.jti,
-            dropped=entry.dropped,
+            dropped=shape.dropped,
         )  # fmt: skip
 
     def _anonymous(self, request: CheckInput, rule: str) -> Decision:
         remove = list(self.headers.all_names)
         if self._strip:
-            remove.extend(self._stripped(request, None))
+            remove.extend(self._stripped(request))
         return Decision(
             allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
             remove_headers=tuple(remove), response_headers=self.response_headers,

@@ -103,11 +103,11 @@ class Authorizer:
         self.evaluator = evaluator
         self.clock = clock
         self.decisions = DecisionLog(logging, "grpc")
-        #: serialized CheckResponse per Decision: as many as the token cache can hand
-        #: out, plus the memoized anonymous denies
+        #: serialized CheckResponse per Decision: those the token cache memoizes at
+        #: once, plus the memoized anonymous denies
         self.answers = AnswerMemo(
             lambda d: bytes(to_response(d).SerializeToString()),
-            evaluator.config.cache.max_entries + 1024,
+            AnswerMemo.size_for(evaluator.config.cache.max_entries),
         )
 
     def check(self, request: Any, context: grpc.ServicerContext | None = None) -> bytes:

@@ -19,7 +19,8 @@ from extauthz import metrics
 from extauthz.config import LoggingConfig
 from extauthz.errors import DESCRIPTIONS
 from extauthz.logging import EventLog
-from extauthz.pipeline.decision import Decision
+from extauthz.pipeline.decision import DENY_MEMO_MAX, Decision
+from extauthz.pipeline.evaluate import MEMO_MAX
 from extauthz.pipeline.request import CheckInput
 
 Transport = Literal["grpc", "http"]
@@ -100,6 +101,10 @@ class AnswerMemo(Generic[T]):
     memo is keyed by identity and holds the Decision itself: its id cannot be reused
     by another object while the entry lives. Safe to share between threads: a lost
     race only serializes an answer twice.
+
+    Bounded on its own, not by the token cache (:meth:`size_for`): a cached token
+    whose answer was evicted gets it rendered again, from a Decision equal to the
+    first, when it returns.
     """
 
     def __init__(self, build: Callable[[Decision], T], max_entries: int) -> None:
@@ -109,6 +114,13 @@ class AnswerMemo(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    @staticmethod
+    def size_for(cache_entries: int) -> int:
+        """The bound for an edge over a token cache of ``cache_entries``: the answers of
+        the decisions it memoizes at once (at most
+        :data:`~extauthz.pipeline.evaluate.MEMO_MAX`), plus the memoized denies."""
+        return min(cache_entries, MEMO_MAX) + DENY_MEMO_MAX
 
     def get(self, decision: Decision) -> T:
         """The answer for ``decision``, built on first use."""

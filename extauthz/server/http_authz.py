@@ -468,7 +468,8 @@ class HttpAuthzServer:
         self.decisions = DecisionLog(logging, "http")
         self.path_prefix = path_prefix.rstrip("/") if path_prefix != "/" else ""
         self.answers: AnswerMemo[Answer] = AnswerMemo(
-            lambda d: render(d, metadata=metadata), evaluator.config.cache.max_entries + 1024
+            lambda d: render(d, metadata=metadata),
+            AnswerMemo.size_for(evaluator.config.cache.max_entries),
         )
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
