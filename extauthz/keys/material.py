@@ -117,20 +117,15 @@ def _bounded_float(text: str) -> float:
     return value
 
 
-#: every check but the integer bound runs as the document is decoded (duplicate
-#: members, NaN/Infinity, float size); decoders are immutable and shared
+#: duplicate members, NaN/Infinity and number sizes are refused as the document is
+#: decoded; a decoder is immutable and shared
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=_unique_members, parse_constant=_bad_constant, parse_float=_bounded_float
-)
-_BOUNDED_DECODER = json.JSONDecoder(
     object_pairs_hook=_unique_members, parse_constant=_bad_constant, parse_float=_bounded_float,
     parse_int=_bounded_int,
 )  # fmt: skip
-#: text that could fail a check made after decoding: a lone surrogate, raw or as a
-#: ``\uD800``-``\uDFFF`` escape (the only ways one reaches a parsed string: strict
-#: UTF-8 refuses encoded surrogates), or 20 digits in a row (an integer that may
-#: exceed the bound). Matches inside strings too: a false alarm costs the full path.
-_SUSPECT = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]|\d{20}")
+#: a ``\\uD800``-``\\uDFFF`` escape: with a raw surrogate (impossible in text decoded
+#: from strict UTF-8), the only way a lone surrogate reaches a parsed string
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def strict_json_loads(data: bytes | str) -> Any:
@@ -138,18 +133,21 @@ def strict_json_loads(data: bytes | str) -> Any:
     surrogates and nesting deeper than :data:`MAX_JSON_DEPTH`.
 
     A token's headers and claims are parsed on every unique token, so the common text
-    takes one C decode: no ``{``/``[`` beyond the depth bound can nest too deep, and
-    text without a surrogate or a long digit run cannot fail the walk or the integer
-    bound. Anything else takes the full path, with both.
+    skips the walk of the parsed tree: no more ``{``/``[`` than the depth bound cannot
+    nest too deep, and text with neither a raw surrogate nor an escape of one cannot
+    hold a lone surrogate. Any other text is walked.
     """
     if isinstance(data, bytes | bytearray):
         if data[:3] == b"\xef\xbb\xbf":
             raise ValueError("byte-order mark")
         data = bytes(data).decode("utf-8")  # strict: UTF-16/32 and invalid UTF-8 refused
-    if data.count("{") + data.count("[") <= MAX_JSON_DEPTH and not _SUSPECT.search(data):
-        return _DECODER.decode(data)
-    value = _BOUNDED_DECODER.decode(data)
-    _check_depth(value)
+    value = _DECODER.decode(data)
+    if (
+        data.count("{") + data.count("[") > MAX_JSON_DEPTH
+        or (not data.isascii() and _SURROGATE.search(data))
+        or ("\\u" in data and _SURROGATE_ESCAPE.search(data))
+    ):
+        _check_depth(value)
     return value
 
 

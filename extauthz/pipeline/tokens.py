@@ -40,7 +40,6 @@ from extauthz.pipeline.algorithms import (
     key_types_for_signature,
 )
 
-_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 #: headers that name where to *fetch* a key or carry one: never trusted, never fetched
 _UNTRUSTED_KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
@@ -188,8 +187,8 @@ class TokenVerifier:
         """(plaintext, protected header, kid and identity of the key that decrypted)."""
         segments = token.encode("ascii").split(b".")
         header = parse_header(segments[0])
-        for segment in segments[1:]:
-            if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        for segment in segments[1:]:  # the alphabet was checked over the whole token
+            if len(segment) % 4 == 1:
                 raise TokenError(Reason.MALFORMED, "bad base64url")
         alg, enc = header["alg"], header.get("enc")
         if not isinstance(enc, str):
