@@ -32,7 +32,7 @@ from extauthz.keys.keyset import KeyRing
 from extauthz.pipeline import claims as claims_mod
 from extauthz.pipeline import credentials, policy
 from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, HeaderShape
-from extauthz.pipeline.request import CheckInput
+from extauthz.pipeline.request import CheckInput, path_readings
 from extauthz.pipeline.tokens import TokenVerifier
 from extauthz.revocation.store import REVOKED, RevocationList, RevocationStore
 
@@ -57,6 +57,12 @@ class Keys(Protocol):
 #: render the answer again), so the memory of a full cache does not grow with a
 #: Decision per token.
 MEMO_MAX = 4096
+#: paths whose readings are memoized at once (the memo starts over when full), and the
+#: longest path memoized
+READINGS_MAX = 4096
+READINGS_PATH_MAX = 256
+#: a path not read yet (None is a reading: ambiguous); compared by identity
+_UNREAD: tuple[str, ...] = ("<unread>",)
 
 
 @dataclass(slots=True)
@@ -147,7 +153,10 @@ class TokenCache:
             live = {p: frozenset(k.identity for k in ring.get(p).keys) for p in ring.sets}
             memo = self._identities = (ring, live)
         live = memo[1]
-        return all(identity in live.get(purpose, ()) for purpose, identity in depends)
+        for purpose, identity in depends:  # noqa: SIM110 - a loop: no generator per hit
+            if identity not in live.get(purpose, ()):
+                return False
+        return True
 
     def put(self, digest: bytes, entry: Entry) -> None:
         """Insert, evicting the oldest entries beyond ``max_entries``."""
@@ -205,6 +214,8 @@ class Evaluator:
         self._managed = frozenset(self.headers.all_names) | {"authorization"}
         #: entries holding a memoized decision, oldest first (see :meth:`_remember`)
         self._memoized: collections.deque[Entry] = collections.deque()
+        #: path -> its readings (:meth:`_route_paths`)
+        self._readings: dict[str, tuple[str, ...] | None] = {}
         #: rule claims shared between cache entries, by their (name, text) pairs
         self._kept: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
 
@@ -241,7 +252,7 @@ class Evaluator:
             credentials.check_bounds(request, self.config.token)
         except TokenError as error:
             return self.denials.deny(error.reason, policy.DEFAULT, error.detail), ""
-        paths = request.route_paths
+        paths = self._route_paths(request)
         if paths is None:
             return self.denials.deny(Reason.BAD_PATH, policy.DEFAULT, "ambiguous path"), ""
         try:
@@ -300,6 +311,19 @@ class Evaluator:
         if len(held) > MEMO_MAX:
             with contextlib.suppress(IndexError):  # another thread took the last one
                 held.popleft().memo = None
+
+    def _route_paths(self, request: CheckInput) -> tuple[str, ...] | None:
+        """``request.route_paths``, memoized by path: clients repeat their paths, and
+        reading one costs a pass over every character. Bounded in count and length."""
+        path = request.path_only
+        paths = self._readings.get(path, _UNREAD)
+        if paths is _UNREAD:
+            paths = path_readings(path)
+            if len(path) <= READINGS_PATH_MAX:
+                if len(self._readings) >= READINGS_MAX:
+                    self._readings.clear()
+                self._readings[path] = paths
+        return paths
 
     def _decide(
         self, rule: policy.Rule, entry: Entry, stripped: tuple[str, ...],

@@ -232,3 +232,28 @@ def test_shared_tables_are_bounded(
         assert_allow_invariants(decision)
     assert len(env.evaluator._kept) <= small_memo
     assert len(env.evaluator.headers._shapes) <= 2
+
+
+PATHS = [
+    "/orders/42", "/orders/42?x=1", "/a/../admin/x", "//admin", "/%61dmin", "/x;y", "/a%2Fb",
+    "/a\\b", "/%252e", "/ok#frag", "relative", "/" + "a" * 300, "/" + "b" * 300 + "/../c",
+]  # fmt: skip
+
+
+def test_path_readings_are_memoized_bounded_and_unchanged(
+    env: Env, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memo gives what the request computes (ambiguous: None), for the first and
+    the repeated request; long paths are not kept; the bound holds."""
+    monkeypatch.setattr(evaluate, "READINGS_MAX", 4)
+    evaluator = env.evaluator
+    for _ in range(2):
+        for path in PATHS:
+            request = env.request(path=path)
+            assert evaluator._route_paths(request) == request.route_paths, path
+            assert len(evaluator._readings) <= 4
+            assert all(len(p) <= evaluate.READINGS_PATH_MAX for p in evaluator._readings)
+    token = sign(claims(), kit.sig_rsa)
+    for _ in range(2):
+        assert env.check(token, path="/x;y").reason is Reason.BAD_PATH
+        assert env.check(token, path="/a/../b").allowed

@@ -16,9 +16,10 @@ from extauthz.errors import Reason
 from extauthz.pipeline import evaluate
 from extauthz.pipeline.decision import DENY_MEMO_MAX, Decision
 from extauthz.pipeline.evaluate import MEMO_MAX, Evaluator
+from extauthz.pipeline.request import CheckInput
 from extauthz.server.app import Sources
 from extauthz.server.authz import Authorizer, to_input, to_response
-from extauthz.server.decisions import AnswerMemo
+from extauthz.server.decisions import AnswerMemo, trace_id
 from extauthz.server.http_authz import Answer, render
 
 _STARTED: list[Sources] = []
@@ -120,3 +121,25 @@ def test_a_cached_token_whose_memos_were_evicted_gets_the_same_answer(
     assert ask(alice) == first
     assert b"alice@example.test" in first[0]
     assert len(verified) == 41
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    ("headers", "raw", "expected"),
+    [
+        ({"traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}, (), TRACE),
+        ({}, (("traceparent", f"00-{TRACE}-b7ad6b7169203331-01"),), TRACE),
+        ({}, (("x", "y"),), ""),
+        ({}, (), ""),
+        ({"traceparent": ""}, (), ""),
+        ({"traceparent": "garbage"}, (), ""),
+        ({"traceparent": f"00-{'0' * 32}-b7ad6b7169203331-01"}, (), ""),
+        ({"traceparent": f"00-{'g' * 32}-b7ad6b7169203331-01"}, (), ""),
+    ],
+)
+def test_trace_id_from_either_header_form(
+    headers: dict[str, str], raw: tuple[tuple[str, str], ...], expected: str
+) -> None:
+    assert trace_id(CheckInput(headers=headers, raw_headers=raw)) == expected
