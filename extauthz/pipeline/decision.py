@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,10 @@ def metadata(
     return data
 
 
+#: control characters but horizontal tab: never in a header value
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def header_value(value: Any, limit: int) -> str | None:
     """A claim rendered as a header value (strings as is, arrays of strings joined with ``,``,
     other values as JSON), or None when it must be dropped."""
@@ -88,7 +93,7 @@ def header_value(value: Any, limit: int) -> str | None:
         return None  # a lone surrogate: not text, never a header
     if size > limit:
         return None
-    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
+    if _CONTROL.search(text):
         return None  # CR, LF, NUL and other controls never reach a header
     return text
 

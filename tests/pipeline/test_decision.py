@@ -553,3 +553,11 @@ def test_metadata_on_403_names_the_token(secure_env: Env, kit: Kit) -> None:
         "kid": "sig-rsa",
         "enc_kid": "enc-rsa",
     }
+
+
+def test_header_value_drops_exactly_the_control_characters_but_tab() -> None:
+    """C0 controls, DEL and nothing else (a tab is allowed, as in HTTP field values)."""
+    for code in [*range(0x100), 0x2028, 0xFEFF, 0x10FFFF]:
+        char = chr(code)
+        control = (code < 0x20 and char != "\t") or code == 0x7F
+        assert (header_value(f"a{char}b", 100) is None) is control, hex(code)
