@@ -4,7 +4,7 @@
 
 Runs, each as its own process (so one failing does not hide the others' results):
 ``envoy_bench.py`` (both transports through Envoy); ``check_cost.py`` (one Check
-in-process), then again with each prototype of ``bench/prototypes.py`` patched in;
+in-process);
 ``memory.py`` (RSS with 100k cached tokens, start-up with 100 keys);
 ``check_cost.py --memory-sites`` (where a cached token's bytes go);
 ``profile_server.py --matrix`` and ``--inprocess`` (py-spy profiles); then
@@ -29,17 +29,6 @@ def plan(quick: bool) -> list[list[str]]:
         return [
             ["envoy_bench.py", "--seconds", "1", "--rate-seconds", "1", "--rounds", "1"],
             ["check_cost.py", "--n", "30", "--repeat", "1", "--cached", "2000"],
-            [
-                "check_cost.py",
-                "--n",
-                "30",
-                "--repeat",
-                "1",
-                "--cached",
-                "2000",
-                "--try",
-                "fast-json",
-            ],
             ["memory.py", "--entries", "2000", "--keys", "5", "--repeat", "1", "--http-authz"],
             ["check_cost.py", "--memory-sites", "300"],
             ["profile_server.py", "--matrix", "--seconds", "2"],
@@ -51,8 +40,6 @@ def plan(quick: bool) -> list[list[str]]:
     return [
         ["envoy_bench.py"],
         ["check_cost.py"],
-        ["check_cost.py", "--try", "fast-json"],
-        ["check_cost.py", "--try", "fast-log"],
         ["memory.py", "--entries", "100000", "--repeat", "1", "--http-authz"],
         ["check_cost.py", "--memory-sites", "2000"],
         ["profile_server.py", "--matrix", "--seconds", "8"],

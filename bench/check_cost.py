@@ -23,8 +23,7 @@ figures are CPU µs per Check with nothing else in them.
 Ratios are what to compare: the machine is shared. Raw results go to
 ``bench/results/check_cost.json``; the targets are printed at the end.
 
-``--try NAME`` patches in a faster variant from ``bench/prototypes.py`` first (its
-results go to ``check_cost-try-NAME.json``). ``--memory-sites N`` shows where the bytes
+``--memory-sites N`` shows where the bytes
 of N cached tokens are allocated (tracemalloc, by the innermost extauthz frame). ``--loop
 cached|cached-http|unique-rsa|unique-ec --seconds S`` only runs that workload for S
 seconds after printing ``ready`` (tokens minted first): the target that
@@ -333,14 +332,6 @@ def main() -> None:
     parser.add_argument("--loop", choices=["cached", "cached-http", "unique-rsa", "unique-ec"],
                         help="only run this workload (for a profiler)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=8, help="--loop duration")
-    parser.add_argument(
-        "--try",
-        dest="prototypes",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="patch in a variant of bench/prototypes.py",
-    )
     parser.add_argument("--memory-sites", type=int, metavar="N",
                         help="only show where N cached tokens' bytes are allocated")  # fmt: skip
     args = parser.parse_args()
@@ -348,10 +339,6 @@ def main() -> None:
     import harness as h
 
     h.prioritise(args.nice)
-    if args.prototypes:
-        import prototypes
-
-        print(f"patched in: {', '.join(prototypes.apply(args.prototypes))}\n")
     from extauthz import logging as extauthz_logging
 
     # the production decision log, written to /dev/null: its cost counts, a disk's not
@@ -369,8 +356,7 @@ def main() -> None:
                               "args": vars(args)}  # fmt: skip
     result["cached"] = cached(args)
     result["unique"] = unique(args)
-    name = "check_cost" + "".join(f"-try-{n}" for n in args.prototypes)
-    path = h.save(name, result)
+    path = h.save("check_cost", result)
     print(table(result), "", targets_table(targets(result)), sep="\n")
     print(f"\nraw results: {path}")
 

@@ -78,30 +78,6 @@ def targets_markdown() -> str:
     return "\n".join(lines)
 
 
-def prototypes_table(cost: dict[str, Any]) -> str:
-    """Each ``check_cost-try-*`` run next to the plain run: CPU µs per Check, and for
-    unique tokens the ratio to bare joserfc of each run."""
-    lines = ["| prototype | workload | CPU µs/Check, as is | with the prototype | "
-             "÷ bare joserfc, as is → with |", "|---|---|---:|---:|---|"]  # fmt: skip
-    for path in sorted(h.RESULTS.glob("check_cost-try-*.json")):
-        tried = json.loads(path.read_text())
-        name = path.stem.removeprefix("check_cost-try-").replace("-try-", " + ")
-        for workload, row in tried["cached"].items():
-            base = cost["cached"].get(workload)
-            if base:
-                lines.append(f"| {name} | {workload} | {base['cpu_us']:.1f} | "
-                             f"{row['cpu_us']:.1f} | |")  # fmt: skip
-        for label, pair in tried["unique"].items():
-            base = cost["unique"].get(label)
-            if base:
-                was = base["bare"]["cpu_us"] / base["edge"]["cpu_us"]
-                now = pair["bare"]["cpu_us"] / pair["edge"]["cpu_us"]
-                lines.append(f"| {name} | unique {label} | {base['edge']['cpu_us']:,.0f} | "
-                             f"{pair['edge']['cpu_us']:,.0f} | "
-                             f"{was:.2f}× → {now:.2f}× |")  # fmt: skip
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
 def markdown() -> str:
     """The generated part of docs/benchmarks.md."""
     import check_cost
@@ -122,12 +98,6 @@ def markdown() -> str:
         parts += ["", "### Through Envoy, both transports", "", envoy_bench.table(envoy)]
     if cost:
         parts += ["", "### One Check in-process", "", check_cost.table(cost)]
-        tried = prototypes_table(cost)
-        if tried:
-            parts += ["", "Proposals measured first (`python bench/check_cost.py --try NAME`: "
-                      "the product function replaced in-process by the variant in "
-                      "`bench/prototypes.py`, after checking it accepts and refuses the "
-                      "same inputs), next to the run above:", "", tried]  # fmt: skip
     if memory:
         parts += ["", "### Memory and start-up", "", memory_mod.table(memory)]
     sites = load("memory_sites")
