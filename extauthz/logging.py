@@ -64,6 +64,23 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+#: characters valid raw in a JSON string that line splitters other than ``\n`` (Python's
+#: ``str.splitlines``, JavaScript) treat as line breaks; orjson writes them raw
+_SEPARATORS = (("\u0085".encode(), b"\\u0085"), ("\u2028".encode(), b"\\u2028"),
+               ("\u2029".encode(), b"\\u2029"))  # fmt: skip
+
+
+def json_line(data: Any, option: int | None = None, default: Any = None) -> bytes:
+    """``orjson.dumps`` with U+0085, U+2028 and U+2029 escaped: a value that carries
+    one (a path, a claim) never splits a log line for any reader, nor forges a line
+    after it. ``default`` as orjson's (structlog passes its fallback for objects)."""
+    out = orjson.dumps(data, default=default, option=option)
+    if not out.isascii():
+        for raw, escaped in _SEPARATORS:
+            out = out.replace(raw, escaped)
+    return out
+
+
 #: how stale buffered log lines may get before they are written out
 FLUSH_SECONDS = 0.2
 
@@ -130,7 +147,7 @@ class _Lines:
         fields["event"] = event
         fields["level"] = level
         fields["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
-        self._write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+        self._write(json_line(fields, orjson.OPT_APPEND_NEWLINE))
 
 
 class EventLog:
@@ -213,7 +230,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         if binary is not None:
             # the decision log is the hot path: orjson into a buffered binary stream,
             # flushed every FLUSH_SECONDS and at exit (not after every line)
-            fast = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+            fast = structlog.processors.JSONRenderer(serializer=json_line)
             sink = _LazyFlush(out, binary)
             factory = structlog.BytesLoggerFactory(file=sink)  # type: ignore[arg-type]
     _FLUSHER.attach(sink)

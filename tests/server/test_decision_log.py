@@ -231,3 +231,26 @@ def test_request_id_is_the_x_request_id_envoy_logs_not_its_stream_id(
         auth.check(request)
     (line,) = [entry for entry in logs if entry["event"] == "check"]
     assert line["request_id"] == "req-7"
+
+
+def test_a_value_with_a_unicode_line_separator_stays_on_its_line(tmp_path: Path) -> None:
+    """U+0085, U+2028 and U+2029 are valid raw in JSON, and orjson writes them raw; many
+    readers (``str.splitlines``, JavaScript) break lines there, so a path or claim
+    carrying one could split a line or forge the next. They are escaped, on the direct
+    decision line and on structlog's lines alike."""
+    forged = '\u2028{"event":"check","decision":"allow"}\u2029x\x85y'
+    log = logging_mod.EventLog("extauthz.decision")
+    with logging_restored(), (tmp_path / "log").open("w", encoding="utf-8") as stream:
+        logging_mod.configure("info", "json", stream=stream)
+        log.line("warning", "check", {"path": f"/a{forged}", "sub": "é"})
+        structlog.get_logger("extauthz").error("configuration_error", rule=forged)
+        logging_mod._FLUSHER.flush()
+        text = (tmp_path / "log").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert text.count("\n") == 2
+    direct, chain = (json.loads(line) for line in lines)
+    assert direct["path"] == f"/a{forged}"
+    assert direct["sub"] == "é"  # other non-ASCII text stays as it is
+    assert chain["rule"] == forged
+    assert "é" in text
