@@ -65,28 +65,37 @@ READINGS_PATH_MAX = 256
 _UNREAD: tuple[str, ...] = ("<unread>",)
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What a cached token has in common with many others, kept once for all of them:
+    the provider and keys it was verified with, the claims rules read, the shape of
+    its claim headers."""
+
+    provider: ProviderConfig
+    #: (purpose, key identity) of every key the token's verification depended on
+    depends: tuple[tuple[str, str], ...]
+    kid: str
+    enc_kid: str
+    #: the claims rules may read (scopes, require_claims roots): never mutated
+    claims: Mapping[str, Any]
+    #: claim headers set / removed / dropped
+    shape: HeaderShape
+
+
 @dataclass(slots=True)
 class Entry:
     """A verified, validated token and the pieces of its allow response.
 
     Many of these live at once (``cache.max_entries``): an entry keeps only what a
-    later Check reads, and shares what tokens have in common (the header shape, the
-    rule claims, key ids).
+    later Check reads, and what tokens have in common is one shared :class:`Origin`.
     """
 
-    provider: ProviderConfig
-    #: the claims rules may read (scopes, require_claims roots); shared between
-    #: tokens with the same ones: never mutated
-    claims: Mapping[str, Any]
+    origin: Origin
     expires: float  # epoch seconds: exp + leeway, capped by the cache TTL
-    depends: tuple[tuple[str, str], ...]
-    #: claim headers set / removed / dropped (shared), and the values set
-    shape: HeaderShape
+    #: the values of the claim headers ``origin.shape.names``
     values: tuple[str, ...]
     inner: str
     sub: str
-    kid: str
-    enc_kid: str
     #: the last decision made for this token and its (rule, stripped headers) key: a
     #: client mostly repeats the same request; one slot, and only the most recently
     #: decided :data:`MEMO_MAX` entries hold one (see :meth:`Evaluator._remember`)
@@ -97,6 +106,30 @@ class Entry:
     jti: str = ""
     iat: float | None = None
     revocation: int = field(default=-1, compare=False)
+
+    @property
+    def provider(self) -> ProviderConfig:
+        return self.origin.provider
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        return self.origin.claims
+
+    @property
+    def depends(self) -> tuple[tuple[str, str], ...]:
+        return self.origin.depends
+
+    @property
+    def shape(self) -> HeaderShape:
+        return self.origin.shape
+
+    @property
+    def kid(self) -> str:
+        return self.origin.kid
+
+    @property
+    def enc_kid(self) -> str:
+        return self.origin.enc_kid
 
 
 class TokenCache:
@@ -133,7 +166,7 @@ class TokenCache:
         if entry is None:
             metrics.cache_lookup("miss")
             return None
-        if now >= entry.expires or not self._holds(ring, entry.depends):
+        if now >= entry.expires or not self._holds(ring, entry.origin.depends):
             with self._lock:
                 self._data.pop(digest, None)
             metrics.cache_lookup("stale")
@@ -175,7 +208,7 @@ class TokenCache:
     def purge(self, ring: KeyRing) -> int:
         """Drop entries whose keys left the ring (called on every key change)."""
         with self._lock:
-            dead = [d for d, e in self._data.items() if not self._holds(ring, e.depends)]
+            dead = [d for d, e in self._data.items() if not self._holds(ring, e.origin.depends)]
             for digest in dead:
                 del self._data[digest]
         return len(dead)
@@ -218,6 +251,8 @@ class Evaluator:
         self._readings: dict[str, tuple[str, ...] | None] = {}
         #: rule claims shared between cache entries, by their (name, text) pairs
         self._kept: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        #: origins shared between cache entries (:meth:`_shared_origin`)
+        self._origins: dict[tuple[Any, ...], Origin] = {}
 
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
@@ -376,7 +411,7 @@ class Evaluator:
         claims: Mapping[str, Any] = verified.claims
         # keep only what rules can read later (scopes and require_claims roots)
         fresh = {k: claims[k] for k in self._rule_claims if k in claims}
-        kept = self._shared(fresh)
+        kept, kept_key = self._shared(fresh)
         if kept is not fresh:
             # the header values of those claims: the shared strings, too
             claims = {**claims, **kept}
@@ -387,27 +422,42 @@ class Evaluator:
         if self.revocation is None or isinstance(iat, bool) or not isinstance(iat, int | float):
             iat = None  # only a revocation list (issued_before) reads it
         inner = verified.inner if self.upstream.authorization == "inner" else ""
+        origin = Origin(
+            provider=verified.provider, depends=verified.depends, kid=verified.kid or "",
+            enc_kid=verified.enc_kid or "", claims=kept, shape=shape,
+        )  # fmt: skip
+        if kept_key is not None:
+            origin = self._shared_origin(origin, kept_key)
         return Entry(
-            provider=verified.provider, claims=kept,
-            expires=min(expires, now + self.cache.max_ttl), depends=verified.depends,
-            shape=shape, values=values, inner=inner,
-            sub=sub if isinstance(sub, str) else "", kid=verified.kid or "",
-            enc_kid=verified.enc_kid or "", jti=jti if isinstance(jti, str) else "",
-            iat=None if iat is None else float(iat),
+            origin=origin, expires=min(expires, now + self.cache.max_ttl), values=values,
+            inner=inner, sub=sub if isinstance(sub, str) else "",
+            jti=jti if isinstance(jti, str) else "", iat=None if iat is None else float(iat),
         )  # fmt: skip
 
-    def _shared(self, kept: dict[str, Any]) -> dict[str, Any]:
-        """``kept``, or an equal dict already held by another entry: tokens mostly
-        carry the same few scope strings. Only all-text claims are shared (``1``,
-        ``1.0`` and ``true`` compare equal but are different JSON values)."""
+    def _shared(self, kept: dict[str, Any]) -> tuple[dict[str, Any], tuple[Any, ...] | None]:
+        """``kept``, or an equal dict already held by another entry (tokens mostly carry
+        the same few scope strings), and its key; None when not shared: only all-text
+        claims are (``1``, ``1.0`` and ``true`` compare equal but are different JSON
+        values)."""
         if not all(type(v) is str for v in kept.values()):
-            return kept
+            return kept, None
         key = tuple(kept.items())
         found = self._kept.get(key)
         if found is None:
             if len(self._kept) >= MEMO_MAX:
                 self._kept.clear()  # bounded; the dicts in use stay referenced
             self._kept[key] = found = kept
+        return found, key
+
+    def _shared_origin(self, origin: Origin, claims_key: tuple[Any, ...]) -> Origin:
+        """``origin``, or an equal one already held by other entries."""
+        key = (origin.provider.name, origin.depends, origin.kid, origin.enc_kid, claims_key,
+               origin.shape)  # fmt: skip
+        found = self._origins.get(key)
+        if found is None:
+            if len(self._origins) >= MEMO_MAX:
+                self._origins.clear()  # bounded; the origins in use stay referenced
+            self._origins[key] = found = origin
         return found
 
     def _stripped(self, request: CheckInput) -> tuple[str, ...]:

@@ -169,12 +169,13 @@ def test_iat_is_kept_only_for_a_revocation_list(env: Env, kit: Kit) -> None:
 
 
 def test_equal_rule_claims_and_header_shapes_are_shared(env: Env, kit: Kit) -> None:
-    """Tokens with the same scope share one claims dict and one header shape; each keeps
-    its own header values."""
+    """Tokens with the same scope and keys share one origin (claims dict, header shape,
+    keys); each keeps its own header values."""
     a, b = (sign(claims(user, scope="read write", email=f"{user}@x.test"), kit.sig_rsa)
             for user in ("alice", "bob"))  # fmt: skip
     da, db = env.check(a), env.check(b)
     ea, eb = entry_of(env, a), entry_of(env, b)
+    assert ea.origin is eb.origin
     assert ea.claims is eb.claims
     assert ea.claims == {"scope": "read write"}
     assert ea.shape is eb.shape
@@ -231,6 +232,7 @@ def test_shared_tables_are_bounded(
         assert headers.get("x-auth-roles") == ("a,b" if i % 3 else None)
         assert_allow_invariants(decision)
     assert len(env.evaluator._kept) <= small_memo
+    assert len(env.evaluator._origins) <= small_memo
     assert len(env.evaluator.headers._shapes) <= 2
 
 
@@ -257,3 +259,22 @@ def test_path_readings_are_memoized_bounded_and_unchanged(
     for _ in range(2):
         assert env.check(token, path="/x;y").reason is Reason.BAD_PATH
         assert env.check(token, path="/a/../b").allowed
+
+
+def test_tokens_of_other_keys_or_typed_claims_get_their_own_origin(
+    new_env: NewEnv, kit: Kit
+) -> None:
+    """An origin is shared only by tokens verified with the same keys and holding the
+    same all-text rule claims."""
+    env = new_env()
+    plain = sign(claims("a", scope="read"), kit.sig_rsa)
+    wrapped = nested(kit, claims("b", scope="read"))
+    typed = [sign(claims(f"t{i}", scp=["read"]), kit.sig_rsa) for i in range(2)]
+    for token in (plain, wrapped, *typed):
+        assert env.check(token).allowed
+    assert entry_of(env, plain).origin is not entry_of(env, wrapped).origin
+    assert entry_of(env, wrapped).enc_kid == kit.enc_rsa.kid
+    assert entry_of(env, plain).enc_kid == ""
+    first, second = (entry_of(env, t) for t in typed)
+    assert first.origin is not second.origin
+    assert first.claims == second.claims == {"scp": ["read"]}
