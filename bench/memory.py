@@ -6,7 +6,9 @@
 **Memory**: for each ``--entries`` N, start extauthz with ``cache.max_entries: N``,
 read its RSS (VmRSS of /proc/PID/status) once SERVING after a few Checks (the
 baseline: everything imported, nothing cached), then fill the cache with N unique
-valid tokens through real gRPC Checks and read RSS again. The tokens are nested JWTs
+valid tokens through real gRPC Checks and read RSS again (each reading also split into
+anonymous and file-backed memory: a library's mapped code counts in the idle figure
+before it allocates anything). The tokens are nested JWTs
 (ECDH-ES + A256GCM around an RS256-signed JWT with the usual claims): a cache entry
 holds the inner JWT and the claims, whose size does not depend on the outer
 algorithm, and ECDH-ES keeps the fill minutes shorter than RSA-OAEP would. The
@@ -46,6 +48,18 @@ def cache_counts(http_port: int) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in pattern.finditer(text)}
 
 
+def rss_split(pid: int) -> dict[str, float]:
+    """RSS of ``pid`` in MB by kind (/proc/PID/status): ``anon`` (Python objects, C
+    heaps, thread stacks) and ``file`` (mapped code of the interpreter and the
+    extension modules: what importing a library costs even before it allocates)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            out[name[3:].lower()] = int(value.split()[0]) / 1024
+    return out
+
+
 def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False,
          env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """RSS before and after caching ``entries`` unique tokens."""
@@ -76,14 +90,19 @@ def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False,
         # a few Checks of one token: every code path imported and warm, one entry cached
         loadgen.grpc_closed_loop(port, [warm], 0.5, 4)
         idle = h.rss_mb(proc.pid)
+        idle_split = rss_split(proc.pid)
         before = cache_counts(http_port)
-        print(f"filling the cache of pid {proc.pid} ({idle:.1f} MB) ...", flush=True)
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in idle_split.items())
+        print(f"filling the cache of pid {proc.pid} ({idle:.1f} MB: {kinds}) ...", flush=True)
         started = time.perf_counter()
         result = loadgen.grpc_closed_loop(port, payloads, 3600, concurrency, cycle=False)
         filled = time.perf_counter() - started
         if result.errors or result.non_2xx:
             raise RuntimeError(f"fill: {result.errors} errors, {result.non_2xx} denies")
         full = h.rss_mb(proc.pid)
+        full_split = rss_split(proc.pid)
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in full_split.items())
+        print(f"full: {full:.1f} MB: {kinds}", flush=True)
         after = cache_counts(http_port)
         # the oldest of the fill still cached: a hit, not a miss
         loadgen.grpc_closed_loop(port, payloads[:1], 0.2, 1)
@@ -93,6 +112,7 @@ def fill(work: Path, entries: int, concurrency: int, http_authz: bool = False,
     misses = after.get("miss", 0) - before.get("miss", 0)
     return {
         "entries": entries, "idle_rss_mb": idle, "full_rss_mb": full,
+        "idle_rss_split_mb": idle_split, "full_rss_split_mb": full_split,
         "per_entry_bytes": (full - idle) * 1024 * 1024 / entries,
         "fill_misses": misses, "oldest_still_cached": final.get("hit", 0) > after.get("hit", 0),
         "mint_seconds": minted, "fill_seconds": filled,
