@@ -31,7 +31,13 @@ from extauthz.errors import AuthError, PolicyError, Reason, TokenError
 from extauthz.keys.keyset import KeyRing
 from extauthz.pipeline import claims as claims_mod
 from extauthz.pipeline import credentials, policy
-from extauthz.pipeline.decision import ClaimHeaders, Decision, Denials, HeaderShape
+from extauthz.pipeline.decision import (
+    DENY_MEMO_MAX,
+    ClaimHeaders,
+    Decision,
+    Denials,
+    HeaderShape,
+)
 from extauthz.pipeline.request import CheckInput, path_readings
 from extauthz.pipeline.tokens import TokenVerifier
 from extauthz.revocation.store import REVOKED, RevocationList, RevocationStore
@@ -251,6 +257,8 @@ class Evaluator:
         self._readings: dict[str, tuple[str, ...] | None] = {}
         #: rule claims shared between cache entries, by their (name, text) pairs
         self._kept: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        #: anonymous allows by (rule, stripped headers) (:meth:`_anonymous`)
+        self._anonymous_memo: dict[tuple[str, tuple[str, ...]], Decision] = {}
         #: origins shared between cache entries (:meth:`_shared_origin`)
         self._origins: dict[tuple[Any, ...], Origin] = {}
 
@@ -497,10 +505,18 @@ class Evaluator:
         )  # fmt: skip
 
     def _anonymous(self, request: CheckInput, rule: str) -> Decision:
-        remove = list(self.headers.all_names)
-        if self._strip:
-            remove.extend(self._stripped(request))
-        return Decision(
-            allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
-            remove_headers=tuple(remove), response_headers=self.response_headers,
-        )  # fmt: skip
+        """The allow of a request without a token on an anonymous route: one Decision
+        object per (rule, stripped headers), so the edges render its answer once."""
+        stripped = self._stripped(request) if self._strip else ()
+        key = (rule, stripped)
+        decision = self._anonymous_memo.get(key)
+        if decision is None:
+            decision = Decision(
+                allowed=True, status=200, reason=Reason.ANONYMOUS, rule=rule,
+                remove_headers=(*self.headers.all_names, *stripped),
+                response_headers=self.response_headers,
+            )  # fmt: skip
+            if len(self._anonymous_memo) >= DENY_MEMO_MAX:
+                self._anonymous_memo.clear()  # stripped names are the client's: bounded
+            self._anonymous_memo[key] = decision
+        return decision

@@ -278,3 +278,29 @@ def test_tokens_of_other_keys_or_typed_claims_get_their_own_origin(
     first, second = (entry_of(env, t) for t in typed)
     assert first.origin is not second.origin
     assert first.claims == second.claims == {"scp": ["read"]}
+
+
+def test_anonymous_allows_are_one_decision_per_rule_and_stripped_headers(
+    new_env: NewEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same request gets the same Decision object (the edges render it once); other
+    stripped headers get their own, equal to what a fresh evaluation gives; bounded."""
+    monkeypatch.setattr(evaluate, "DENY_MEMO_MAX", 4)
+    overrides = {
+        "upstream": {"strip_header_prefixes": ["x-auth-"]},
+        "rules": [{"name": "pub", "path_prefix": "/", "anonymous": True}],
+    }
+    env = new_env(overrides)
+    first = env.check(headers={"x-auth-admin": "true"})
+    assert env.check(headers={"x-auth-admin": "other value"}) is first
+    assert first.reason is Reason.ANONYMOUS
+    for i in range(10):
+        decision = env.check(headers={f"x-auth-n{i}": "1", "x-auth-admin": "1"})
+        assert_allow_invariants(decision)
+        assert decision == new_env(overrides).check(
+            headers={f"x-auth-n{i}": "1", "x-auth-admin": "1"}
+        )
+        assert {f"x-auth-n{i}", "x-auth-admin"} <= set(decision.remove_headers)
+        assert f"x-auth-n{i - 1}" not in decision.remove_headers
+        assert len(env.evaluator._anonymous_memo) <= 4
+    assert env.check(headers={"x-auth-admin": "true"}) == first
