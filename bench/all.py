@@ -41,7 +41,7 @@ def plan(quick: bool) -> list[list[str]]:
         ["envoy_bench.py"],
         ["check_cost.py"],
         ["memory.py", "--entries", "100000", "--repeat", "1", "--http-authz"],
-        ["check_cost.py", "--memory-sites", "2000"],
+        ["check_cost.py", "--memory-sites", "20000"],
         ["profile_server.py", "--matrix", "--seconds", "8"],
         ["profile_server.py", "--inprocess", "cached", "--seconds", "6"],
         ["profile_server.py", "--inprocess", "cached-http", "--seconds", "6"],

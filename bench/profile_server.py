@@ -35,14 +35,16 @@ import loadgen
 
 #: cost centres: (name, regex on a "function (file:line)" frame); first match wins
 CENTRES: list[tuple[str, str]] = [
-    ("decision log (structlog)", r"structlog|orjson|extauthz/logging\.py|DecisionLog"),
     ("metrics (prometheus_client)", r"prometheus_client|extauthz/metrics\.py"),
+    ("decision log (logging.py, structlog)",
+     r"structlog|orjson|extauthz/logging\.py|DecisionLog"),
     ("answer rendering (CheckResponse / HTTP bytes, memoized per decision)",
      r"AnswerMemo|to_response \(extauthz|render \(extauthz"),
     ("strict JSON of headers and claims (keys/material.py strict_json_loads)",
      r"strict_json_loads"),
-    ("base64url checks (pipeline/tokens.py b64decode)", r"b64decode \(extauthz"),
-    ("JWE decrypt (joserfc/cryptography)", r"joserfc/(_rfc7516|jwe\.py)|jwe_algs|jwe_encs"),
+    ("base64url checks (pipeline/b64url.py)", r"b64decode \(extauthz|extauthz/pipeline/b64url"),
+    ("JWE decrypt (joserfc, or cryptography directly in pipeline/jwe_direct.py)",
+     r"joserfc/(_rfc7516|jwe\.py)|jwe_algs|jwe_encs|extauthz/pipeline/jwe_direct"),
     ("JWS verify (joserfc/cryptography)", r"joserfc/(_rfc7515|jws\.py|jwt\.py)|jws_algs"),
     ("other joserfc (key objects, registries)", r"joserfc/"),
     ("protobuf parse (CheckRequest)", r"FromString|ParseFromString"),

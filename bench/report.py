@@ -125,6 +125,8 @@ PROFILES_BEGIN, PROFILES_END = "<!-- profiles:begin -->", "<!-- profiles:end -->
 
 def profiles_markdown(top: int = 8) -> str:
     """The cost centres and top functions of each saved profile, condensed."""
+    from profile_server import summarise
+
     parts: list[str] = []
     for name, title in PROFILES:
         found = load(f"profile-{name}")
@@ -133,7 +135,9 @@ def profiles_markdown(top: int = 8) -> str:
         load_ = found["load"]
         rate = (f"{load_['rps']:,.0f} Checks/s under load, "
                 if "rps" in load_ else "")  # fmt: skip
-        summary = found["summary"].split("\n")
+        # summarised again from the raw stacks: the cost centres may have been refined
+        text = summarise(found["collapsed"]) if found.get("collapsed") else found["summary"]
+        summary = text.split("\n")
         head = summary[0]
         centres = summary[summary.index("| cost centre | share of samples |") :]
         centres = centres[: centres.index("")]
