@@ -87,10 +87,13 @@ def header_value(value: Any, limit: int) -> str | None:
         text = ",".join(value)
     else:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return None  # a lone surrogate: not text, never a header
+    if text.isascii():  # one byte per character, no surrogate: no need to encode
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: not text, never a header
     if size > limit:
         return None
     if _CONTROL.search(text):
@@ -142,7 +145,8 @@ class ClaimHeaders:
         values: list[str] = []
         dropped: list[str] = []
         for claim, header in self.by_provider.get(provider.name, ()):
-            raw = claims_mod.lookup(claims, claim)
+            # a top-level claim (the usual case) by one lookup; a dotted path step by step
+            raw = claims.get(claim) if "." not in claim else claims_mod.lookup(claims, claim)
             value = header_value(raw, self.limit)
             if value is None:
                 if raw is not None:

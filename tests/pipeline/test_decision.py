@@ -561,3 +561,14 @@ def test_header_value_drops_exactly_the_control_characters_but_tab() -> None:
         char = chr(code)
         control = (code < 0x20 and char != "\t") or code == 0x7F
         assert (header_value(f"a{char}b", 100) is None) is control, hex(code)
+
+
+def test_header_value_size_is_counted_in_utf8_bytes() -> None:
+    """ASCII text is measured by its length, other text by its UTF-8 encoding, so the
+    limit is in bytes either way; a lone surrogate is never a header value."""
+    assert header_value("a" * 8, 8) == "a" * 8
+    assert header_value("a" * 9, 8) is None
+    assert header_value("é" * 4, 8) == "é" * 4  # 8 bytes
+    assert header_value("é" * 4 + "a", 8) is None  # 9 bytes, 5 characters
+    assert header_value("a\ud800", 100) is None
+    assert header_value(["é", "a"], 4) == "é,a"  # 4 bytes
