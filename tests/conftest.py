@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from extauthz import config as config_mod
 from extauthz import mint
+from extauthz.config import Config
+from extauthz.keys.keyset import KeyStore
+from extauthz.server.app import Sources
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "api://orders"
@@ -93,3 +97,27 @@ def write_config(key_dirs: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+#: ``load_ready(**overrides)``: see :func:`load_ready`
+LoadReady = Callable[..., tuple[Config, KeyStore]]
+
+
+@pytest.fixture
+def load_ready(write_config: Callable[..., Path]) -> Iterator[LoadReady]:
+    """``load_ready(**overrides)``: write the config (as ``write_config``), load it, start
+    its key sources and wait until they are ready; returns (config, key store). The
+    sources stop after the test."""
+    started: list[Sources] = []
+
+    def load(**overrides: Any) -> tuple[Config, KeyStore]:
+        config = config_mod.load(write_config(**overrides))
+        sources = Sources.from_config(config)
+        sources.start()
+        started.append(sources)
+        assert sources.store.wait_ready(5)
+        return config, sources.store
+
+    yield load
+    while started:
+        started.pop().stop()

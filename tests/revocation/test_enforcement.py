@@ -8,30 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from extauthz import config as config_mod
 from extauthz.client import build_request
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.revocation.store import ListSink, RevocationList, RevocationStore
-from extauthz.server.app import Sources
 from extauthz.server.authz import to_input
+from tests.conftest import LoadReady
 
 ISSUER = "https://idp.example.test"
-
-_STARTED: list[Sources] = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_sources() -> Iterator[None]:
-    yield
-    while _STARTED:
-        _STARTED.pop().stop()
 
 
 class ListFromTest:
@@ -48,18 +35,14 @@ class ListFromTest:
         return True
 
 
-def build(write_config: Callable[..., Path], ready: bool = True) -> tuple[Evaluator, ListSink]:
-    config = config_mod.load(write_config())
-    sources = Sources.from_config(config)
-    sources.start()
-    _STARTED.append(sources)
-    assert sources.store.wait_ready(5)
+def build(load_ready: LoadReady, ready: bool = True) -> tuple[Evaluator, ListSink]:
+    config, keys = load_ready()
     store = RevocationStore()
     sink = store.attach(ListFromTest())
     if ready:
         sink.update("list", {"revoked.json": b'{"revoked": []}'})
         sink.synced()
-    return Evaluator(config, sources.store, revocation=store), sink
+    return Evaluator(config, keys, revocation=store), sink
 
 
 def revoke(sink: ListSink, *entries: dict[str, Any]) -> None:
@@ -87,9 +70,9 @@ def assert_revoked(decision: Decision) -> None:
 
 
 def test_a_cached_token_revoked_by_jti_is_denied_at_once(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     leaked = mint_token(sub="alice", jti="leaked-1")
     other = mint_token(sub="alice", jti="fresh-2")
     assert check(evaluator, leaked).allowed
@@ -106,9 +89,9 @@ def test_a_cached_token_revoked_by_jti_is_denied_at_once(
 
 
 def test_a_jti_revoked_under_another_issuer_passes(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     token = mint_token(jti="t-1")
     revoke(sink, {"jti": "t-1", "iss": "https://other.example.test"})
     assert check(evaluator, token).allowed
@@ -117,9 +100,9 @@ def test_a_jti_revoked_under_another_issuer_passes(
 
 
 def test_an_expired_jti_entry_no_longer_applies(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     token = mint_token(jti="t-1")
     revoke(sink, {"jti": "t-1", "exp": time.time() - 31})  # past exp + 30 s leeway
     assert check(evaluator, token).allowed
@@ -128,9 +111,9 @@ def test_an_expired_jti_entry_no_longer_applies(
 
 
 def test_a_token_without_jti_is_revoked_by_its_hash(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     token = mint_token()  # a nested JWE: its jti is unreadable without our keys
     twin = mint_token()
     assert check(evaluator, token).allowed
@@ -143,9 +126,9 @@ def test_a_token_without_jti_is_revoked_by_its_hash(
 
 
 def test_issued_before_revokes_older_tokens_and_those_without_iat(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     cut = int(time.time()) - 10
     older = mint_token(sub="alice", iat=cut - 1)
     at_cut = mint_token(sub="alice", iat=cut)
@@ -164,9 +147,9 @@ def test_issued_before_revokes_older_tokens_and_those_without_iat(
 
 
 def test_not_ready_until_the_lists_have_loaded(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config, ready=False)
+    evaluator, sink = build(load_ready, ready=False)
     token = mint_token()
     decision = check(evaluator, token)
     assert decision.reason.value == "not_ready"
@@ -190,9 +173,9 @@ class CountingList:
 
 
 def test_a_cached_token_is_looked_up_once_per_generation(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     store = evaluator.revocation
     assert store is not None
     token = mint_token(jti="t-1")
@@ -210,22 +193,18 @@ def test_a_cached_token_is_looked_up_once_per_generation(
 
 
 def test_no_list_configured_leaves_checks_untouched(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    config = config_mod.load(write_config())
-    sources = Sources.from_config(config)
-    sources.start()
-    _STARTED.append(sources)
-    assert sources.store.wait_ready(5)
-    evaluator = Evaluator(config, sources.store)
+    config, keys = load_ready()
+    evaluator = Evaluator(config, keys)
     assert evaluator.revocation is None
     assert check(evaluator, mint_token(jti="t-1")).allowed
 
 
 def test_a_replayed_revoked_token_reuses_one_deny(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    evaluator, sink = build(write_config)
+    evaluator, sink = build(load_ready)
     store = evaluator.revocation
     assert store is not None
     token = mint_token(jti="t-1")

@@ -4,32 +4,21 @@ decision memo and answer were both evicted is still answered right on both edges
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from extauthz import config as config_mod
 from extauthz.client import build_request
 from extauthz.errors import Reason
 from extauthz.pipeline import evaluate
 from extauthz.pipeline.decision import DENY_MEMO_MAX, Decision
 from extauthz.pipeline.evaluate import MEMO_MAX, Evaluator
 from extauthz.pipeline.request import CheckInput
-from extauthz.server.app import Sources
 from extauthz.server.authz import Authorizer, to_input, to_response
 from extauthz.server.decisions import AnswerMemo, trace_id
 from extauthz.server.http_authz import Answer, render
-
-_STARTED: list[Sources] = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_sources() -> Iterator[None]:
-    yield
-    while _STARTED:
-        _STARTED.pop().stop()
+from tests.conftest import LoadReady
 
 
 def allow(sub: str) -> Decision:
@@ -75,23 +64,19 @@ def test_the_bound_holds_and_an_evicted_answer_is_rendered_again_identically(
         assert (answer.head, answer.body) == (build(equal).head, build(equal).body)
 
 
-def authorizer(write_config: Callable[..., Path]) -> Authorizer:
-    config = config_mod.load(write_config())
-    sources = Sources.from_config(config)
-    sources.start()
-    _STARTED.append(sources)
-    assert sources.store.wait_ready(5)
-    return Authorizer(Evaluator(config, sources.store), config.logging)
+def authorizer(load_ready: LoadReady) -> Authorizer:
+    config, store = load_ready()
+    return Authorizer(Evaluator(config, store), config.logging)
 
 
 def test_a_cached_token_whose_memos_were_evicted_gets_the_same_answer(
-    write_config: Callable[..., Path], mint_token: Callable[..., str],
+    load_ready: LoadReady, mint_token: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Both memos tiny: the same gRPC bytes and HTTP answer for a returning token (no
     new verification), and every other token gets its own answer."""
     monkeypatch.setattr(evaluate, "MEMO_MAX", 2)
-    auth = authorizer(write_config)
+    auth = authorizer(load_ready)
     auth.answers = AnswerMemo(auth.answers._build, 16)
     verified: list[int] = []
     real = auth.evaluator.verifier.verify

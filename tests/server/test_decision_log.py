@@ -21,29 +21,15 @@ from extauthz import config as config_mod
 from extauthz import logging as logging_mod
 from extauthz.client import build_request
 from extauthz.pipeline.evaluate import Evaluator
-from extauthz.server.app import Sources
 from extauthz.server.authz import Authorizer
+from tests.conftest import LoadReady
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
-_STARTED: list[Sources] = []
-
-
-@pytest.fixture(autouse=True)
-def _stop_sources() -> Iterator[None]:
-    yield
-    while _STARTED:
-        _STARTED.pop().stop()
-
-
-def authorizer(write_config: Callable[..., Path], **logging: Any) -> Authorizer:
-    config = config_mod.load(write_config(logging={"level": "info", **logging}))
-    sources = Sources.from_config(config)
-    sources.start()
-    _STARTED.append(sources)
-    assert sources.store.wait_ready(5)
-    return Authorizer(Evaluator(config, sources.store), config.logging)
+def authorizer(load_ready: LoadReady, **logging: Any) -> Authorizer:
+    config, store = load_ready(logging={"level": "info", **logging})
+    return Authorizer(Evaluator(config, store), config.logging)
 
 
 def check(auth: Authorizer, headers: dict[str, str], path: str = "/orders?x=1") -> list[Any]:
@@ -53,9 +39,9 @@ def check(auth: Authorizer, headers: dict[str, str], path: str = "/orders?x=1") 
 
 
 def test_one_line_per_check_with_the_spec_fields(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
-    auth = authorizer(write_config)
+    auth = authorizer(load_ready)
     headers = {
         "authorization": f"Bearer {mint_token()}",
         "x-request-id": "req-1",
@@ -84,8 +70,8 @@ def test_one_line_per_check_with_the_spec_fields(
     assert "description" not in line
 
 
-def test_every_deny_carries_reason_and_explanation(write_config: Callable[..., Path]) -> None:
-    auth = authorizer(write_config)
+def test_every_deny_carries_reason_and_explanation(load_ready: LoadReady) -> None:
+    auth = authorizer(load_ready)
     (line,) = check(auth, {"authorization": "Bearer a.b.c", "traceparent": "garbage"})
     assert line["decision"] == "deny"
     assert line["reason"] == "malformed"
@@ -98,13 +84,13 @@ def test_every_deny_carries_reason_and_explanation(write_config: Callable[..., P
     [("deny", 0.0, 0), ("sample", 0.0, 0), ("sample", 1.0, 5), ("all", 0.0, 5)],
 )
 def test_deny_only_and_sampled_modes(
-    write_config: Callable[..., Path],
+    load_ready: LoadReady,
     mint_token: Callable[..., str],
     mode: str,
     rate: float,
     allows_logged: int,
 ) -> None:
-    auth = authorizer(write_config, decisions=mode, allow_sample_rate=rate)
+    auth = authorizer(load_ready, decisions=mode, allow_sample_rate=rate)
     token = mint_token()
     allows = sum(len(check(auth, {"authorization": f"Bearer {token}"})) for _ in range(5))
     denies = sum(len(check(auth, {})) for _ in range(3))
@@ -220,11 +206,11 @@ def test_the_direct_decision_line_is_the_line_structlog_writes(tmp_path: Path) -
 
 
 def test_request_id_is_the_x_request_id_envoy_logs_not_its_stream_id(
-    write_config: Callable[..., Path], mint_token: Callable[..., str]
+    load_ready: LoadReady, mint_token: Callable[..., str]
 ) -> None:
     """Envoy fills ``attributes.request.http.id`` with its own stream id; the access log
     prints ``x-request-id``: the decision line must carry the latter to be joinable."""
-    auth = authorizer(write_config)
+    auth = authorizer(load_ready)
     request = build_request({"authorization": f"Bearer {mint_token()}", "x-request-id": "req-7"})
     request.attributes.request.http.id = "13990138581372549021"
     with capture_logs() as logs:
