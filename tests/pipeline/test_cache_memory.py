@@ -7,7 +7,6 @@ up between tokens."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,8 @@ from extauthz.keys.keyset import DECRYPTION
 from extauthz.pipeline import decision as decision_mod
 from extauthz.pipeline import evaluate
 from extauthz.pipeline.evaluate import Entry, Evaluator
-from extauthz.revocation.store import ListSink, RevocationStore
+from extauthz.revocation.store import ListSink
+from tests.revocation.lists import list_store, revoke
 
 from .support import ISSUER, Env, Kit, assert_allow_invariants, claims, nested, sign
 from .test_cache import Counter
@@ -107,32 +107,11 @@ def test_a_hit_after_its_memo_was_dropped_still_needs_its_keys(
     assert not env.check(token).allowed
 
 
-class Lists:
-    kind = "directory"
-    description = "test lists"
-
-    def start(self, sink: Any) -> None:  # pragma: no cover - fed by the test directly
-        raise AssertionError
-
-    def stop(self) -> None:  # pragma: no cover
-        pass
-
-    def alive(self) -> bool:  # pragma: no cover
-        return True
-
-
 def with_revocation(env: Env) -> tuple[Env, ListSink]:
     """``env`` with a revocation list (empty, loaded)."""
-    store = RevocationStore()
-    sink = store.attach(Lists())
-    sink.update("list", {"revoked.json": b'{"revoked": []}'})
-    sink.synced()
+    store, sink = list_store()
     env.evaluator = Evaluator(env.config, env.store, clock=env.clock, revocation=store)
     return env, sink
-
-
-def revoke(sink: ListSink, *entries: dict[str, Any]) -> None:
-    sink.update("list", {"revoked.json": json.dumps({"revoked": list(entries)}).encode()})
 
 
 def test_a_hit_after_its_memo_was_dropped_is_still_revoked(

@@ -14,39 +14,18 @@ from typing import Any
 from extauthz.client import build_request
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
-from extauthz.revocation.store import ListSink, RevocationList, RevocationStore
+from extauthz.revocation.store import ListSink, RevocationList
 from extauthz.server.authz import to_input
 from tests.conftest import LoadReady
+from tests.revocation.lists import list_store, revoke
 
 ISSUER = "https://idp.example.test"
 
 
-class ListFromTest:
-    kind = "directory"
-    description = "test lists"
-
-    def start(self, sink: Any) -> None:  # pragma: no cover - fed by the test directly
-        raise AssertionError
-
-    def stop(self) -> None:  # pragma: no cover
-        pass
-
-    def alive(self) -> bool:  # pragma: no cover
-        return True
-
-
 def build(load_ready: LoadReady, ready: bool = True) -> tuple[Evaluator, ListSink]:
     config, keys = load_ready()
-    store = RevocationStore()
-    sink = store.attach(ListFromTest())
-    if ready:
-        sink.update("list", {"revoked.json": b'{"revoked": []}'})
-        sink.synced()
+    store, sink = list_store(ready)
     return Evaluator(config, keys, revocation=store), sink
-
-
-def revoke(sink: ListSink, *entries: dict[str, Any]) -> None:
-    sink.update("list", {"revoked.json": json.dumps({"revoked": list(entries)}).encode()})
 
 
 def check(evaluator: Evaluator, token: str) -> Decision:
