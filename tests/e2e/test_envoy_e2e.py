@@ -19,8 +19,8 @@ import pytest
 
 from extauthz import config as config_mod
 from extauthz.server.app import App
+from tests.e2e.conftest import TRANSPORTS, bearer, proxy_for
 from tests.envoy_harness import (
-    HTTP_BOOTSTRAP_TEMPLATE,
     EchoUpstream,
     EnvoyProcess,
     RecordedRequest,
@@ -41,14 +41,7 @@ RULES = [
     # never matches by path: only Envoy's context_extensions {rule: reports} selects it
     {"name": "reports", "path_exact": "/-", "require_scopes": ["reports"]},
 ]
-TRANSPORTS = ["grpc", "http"]
 LISTEN = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "http_authz": "127.0.0.1:0"}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as server:
-        yield server
 
 
 def start_app(write_config: Callable[..., Path], ready: bool = True, **overrides: Any) -> App:
@@ -65,46 +58,11 @@ def start_app(write_config: Callable[..., Path], ready: bool = True, **overrides
     return app
 
 
-def proxy_for(
-    app: App, upstream: EchoUpstream, workdir: Path, transport: str, **values: object
-) -> EnvoyProcess:
-    """A real Envoy in front of ``upstream``, asking ``app`` over ``transport``."""
-    if transport == "grpc":
-        return EnvoyProcess(
-            workdir, extauthz_port=app.grpc_port, upstream_port=upstream.port, **values
-        )
-    assert app.http_authz is not None
-    assert app.http is not None
-    return EnvoyProcess(
-        workdir, extauthz_port=app.http_authz.port, upstream_port=upstream.port,
-        template=HTTP_BOOTSTRAP_TEMPLATE, EXTAUTHZ_HEALTH_PORT=app.http.port, **values,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def app(write_config: Callable[..., Path]) -> Iterator[App]:
     instance = start_app(write_config)
     yield instance
     instance.stop_now()
-
-
-@pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    value: str = request.param
-    return value
-
-
-@pytest.fixture
-def envoy(
-    app: App, upstream: EchoUpstream, tmp_path: Path, transport: str
-) -> Iterator[EnvoyProcess]:
-    upstream.clear()
-    with proxy_for(app, upstream, tmp_path / "envoy", transport) as proxy:
-        yield proxy
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def no_metadata_leaks(client: Message, seen: RecordedRequest | None = None) -> None:

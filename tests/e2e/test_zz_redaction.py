@@ -12,19 +12,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Capture
-from tests.e2e.test_envoy_e2e import (  # noqa: F401 - fixtures used by name
-    app,
-    envoy,
-    transport,
-    upstream,
-)
+from tests.e2e.test_envoy_e2e import app  # noqa: F401 - the fixture, used by name
 from tests.envoy_harness import EnvoyProcess, http_get
 
 pytestmark = pytest.mark.e2e
 
 
 def test_no_token_authorization_or_cookie_value_in_any_log_line(
-    envoy: EnvoyProcess,  # noqa: F811 - the imported fixture
+    envoy: EnvoyProcess,
     mint_token: Callable[..., str],
     log_capture: Capture,
 ) -> None:
