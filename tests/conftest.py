@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -15,6 +15,7 @@ from extauthz import mint
 from extauthz.config import Config
 from extauthz.keys.keyset import KeyStore
 from extauthz.server.app import Sources
+from tests.fakekube import FakeKube
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "api://orders"
@@ -97,6 +98,24 @@ def write_config(key_dirs: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+Served = TypeVar("Served", bound=FakeKube)
+
+
+@pytest.fixture
+def use_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``use_kubeconfig(server, **user)``: point ``KUBECONFIG`` at a kubeconfig for the
+    fake API ``server`` (outside a cluster), as an operator's shell or a pod's
+    environment would; returns the server."""
+
+    def use(server: Served, **user: Any) -> Served:
+        path = server.write_kubeconfig(tmp_path / "kubeconfig", **user)
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        return server
+
+    return use
 
 
 #: ``load_ready(**overrides)``: see :func:`load_ready`

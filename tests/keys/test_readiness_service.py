@@ -27,12 +27,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
+def kube(use_kubeconfig: Callable[..., Any]) -> Iterator[FakeKube]:
     with FakeKube(bookmark_interval=None) as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
+        yield use_kubeconfig(server)
 
 
 @pytest.fixture

@@ -42,12 +42,9 @@ def runbook_blocks() -> list[str]:
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWithApply]:
+def kube(use_kubeconfig: Callable[..., Any]) -> Iterator[FakeKubeWithApply]:
     with FakeKubeWithApply(bookmark_interval=None) as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig", user="ops", token="ops")
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
+        yield use_kubeconfig(server, user="ops", token="ops")
 
 
 @pytest.fixture

@@ -34,12 +34,9 @@ ISSUER = "https://idp.example.test"
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeWithApply]:
+def kube(use_kubeconfig: Callable[..., Any]) -> Iterator[FakeKubeWithApply]:
     with FakeKubeWithApply(bookmark_interval=None) as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
+        yield use_kubeconfig(server)
 
 
 def put_list(kube: FakeKubeWithApply, *entries: dict[str, Any]) -> None:

@@ -25,12 +25,9 @@ SECRET = "extauthz-decryption-keys"
 
 
 @pytest.fixture
-def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
+def kube(use_kubeconfig: Callable[..., Any]) -> Iterator[FakeKube]:
     with FakeKube(bookmark_interval=None) as server:
-        path = server.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield server
+        yield use_kubeconfig(server)
 
 
 def put(kube: FakeKube, *jwks: dict[str, Any]) -> None:
