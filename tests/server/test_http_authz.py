@@ -220,15 +220,21 @@ def read_all(sock: socket.socket) -> bytes:
     return data
 
 
+def exchange(app: App, data: bytes) -> bytes:
+    """Send ``data`` on a new connection; everything until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
+        sock.sendall(data)
+        return read_all(sock)
+
+
 def test_pipelined_requests_are_answered_in_order(app: App, mint_token: Callable[..., str]) -> None:
     """A fresh token (verified in a thread) ahead of a cheap deny keeps its place."""
     fresh = mint_token(sub="first")
-    with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
-        sock.sendall(
-            f"GET /a HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {fresh}\r\n\r\n"
-            "GET /b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()
-        )
-        replies = read_all(sock)
+    replies = exchange(
+        app,
+        f"GET /a HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {fresh}\r\n\r\n"
+        "GET /b HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode(),
+    )
     first, second = replies.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 ")
     assert b"x-auth-subject: first" in first
@@ -487,12 +493,11 @@ def test_a_lower_case_method_is_decided_as_its_upper_case_form(
     """Envoy forwards an HTTP/2 client's ``delete`` as it came; frameworks serve it as
     DELETE, so the admin rule (POST/PUT/DELETE need ``admin``) applies, not a 400."""
     token = mint_token(scope="read")
-    with socket.create_connection(("127.0.0.1", port_of(app)), timeout=5) as sock:
-        sock.sendall(
-            f"{method} /admin/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
-            "connection: close\r\n\r\n".encode()
-        )
-        reply = read_all(sock)
+    reply = exchange(
+        app,
+        f"{method} /admin/users HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+        "connection: close\r\n\r\n".encode(),
+    )
     assert reply.startswith(b"HTTP/1.1 " + status), reply[:80]
     if status == b"403 ":
         assert (
