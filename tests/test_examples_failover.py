@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,21 +25,13 @@ import pytest
 import yaml
 
 from extauthz import mint
-from tests.envoy_harness import EchoUpstream, http_get
+from tests.envoy_harness import EchoUpstream, free_port, http_get
 from tests.hardening.envoy_variants import VariantEnvoy, set_endpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ISSUER, AUDIENCE = "https://idp.example.test", "api://orders"
 DRAIN, GRACE = 3, 10  # the chart's defaults
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Replica:

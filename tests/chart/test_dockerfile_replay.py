@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import yaml
 
 from extauthz import mint
 from tests.chart.helmtest import REPO
+from tests.envoy_harness import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -90,14 +90,6 @@ def build_context(target: Path) -> list[str]:
             shutil.copy2(path, target / rel)
             copied.append(rel)
     return copied
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def make_read_only(root: Path) -> None:

@@ -14,7 +14,6 @@ resolved to a local server started with both authorization listeners:
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,9 @@ import yaml
 
 from extauthz import mint
 from tests.chart.helmtest import NAMESPACE, RELEASE, Helm
+from tests.envoy_harness import free_port
 
 FQDN = f"{RELEASE}-extauthz.{NAMESPACE}.svc.cluster.local"
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class LocalService:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.envoy_harness import free_port
 from tests.revocation.kubeapi import FakeKubeWithApply
 from tests.service_client import Client, wait_for
 
@@ -26,12 +26,6 @@ NAMESPACE = "auth"
 CONFIGMAP = "extauthz-revoked"
 ISSUER = "https://idp.example.test"
 EXTAUTHZ = Path(sys.executable).parent / "extauthz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Replica:
