@@ -111,16 +111,14 @@ def _rsa_oaep(alg: str, encrypted_key: bytes, key: Key, bits: int) -> bytes | No
 
 def decrypt(header: Mapping[str, Any], segments: list[bytes], key: Key) -> bytes | None:
     """The plaintext of a compact JWE whose ``segments`` were checked as base64url and
-    whose protected ``header`` was parsed strictly; None when it is not of the plain
-    shape (joserfc then decides); raises when ``key`` does not decrypt it."""
+    whose protected ``header`` was parsed by ``tokens.parse_header`` (``alg``, ``kid``,
+    ``typ`` and ``cty`` are strings there); None when it is not of the plain shape
+    (joserfc then decides); raises when ``key`` does not decrypt it."""
     alg = header["alg"]
     bits = _GCM_BITS.get(header["enc"])
     members = _AGREEMENT_MEMBERS if alg == "ECDH-ES" else _PLAIN_MEMBERS
     if bits is None or not header.keys() <= members:
         return None
-    for name in ("kid", "typ", "cty"):
-        if name in header and not isinstance(header[name], str):
-            return None
     protected, encrypted_key, iv, ciphertext, tag = segments
     cek: bytes | None
     if alg == "ECDH-ES":

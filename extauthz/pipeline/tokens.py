@@ -342,13 +342,13 @@ class TokenVerifier:
         if not keys:
             raise TokenError(Reason.UNKNOWN_KID, "no verification key fits")
         registry = policy.registry
-        if (
-            len(token) > registry.max_header_length + registry.max_payload_length
-            + registry.max_signature_length
-            or len(signature) > registry.max_signature_length
-            or len(payload_b64) > registry.max_payload_length
-        ):  # fmt: skip
-            raise TokenError(Reason.TOO_LARGE, "a JWS part exceeds its size bound")
+        try:  # joserfc's own bounds, as its compact deserialization would check them
+            registry.validate_compact_value_size(token.encode("ascii"))
+            registry.validate_header_size(head)
+            registry.validate_signature_size(signature)
+            registry.validate_payload_size(payload_b64)
+        except ExceededSizeError as exc:
+            raise TokenError(Reason.TOO_LARGE, "a JWS part exceeds its size bound") from exc
         # joserfc verifies with the header we parsed (its compact deserialization
         # would decode and parse the header again): its header checks, its algorithm
         # object, its key checks, per key
