@@ -39,7 +39,7 @@ CENTRES: list[tuple[str, str]] = [
     ("decision log (logging.py, structlog)",
      r"structlog|orjson|extauthz/logging\.py|DecisionLog"),
     ("answer rendering (CheckResponse / HTTP bytes, memoized per decision)",
-     r"AnswerMemo|to_response \(extauthz|render \(extauthz"),
+     r"AnswerMemo|encode_response \(extauthz|render \(extauthz"),
     ("strict JSON of headers and claims (keys/material.py strict_json_loads)",
      r"strict_json_loads"),
     ("base64url checks (pipeline/b64url.py)", r"b64decode \(extauthz|extauthz/pipeline/b64url"),

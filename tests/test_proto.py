@@ -570,12 +570,12 @@ def test_envoy_sees_overwrite_and_no_append(xds_responses: dict[str, Any]) -> No
 
 
 def test_the_edges_answers_read_with_envoys_classes() -> None:
-    """What ``to_response`` builds for an allow and for each deny status reads back with
+    """What ``encode_response`` writes for an allow and for each deny status reads back with
     Envoy's classes: a status on every answer (code 0 on allow), overwriting header
     options, the removal list, the HTTP status, body and metadata."""
     from extauthz.errors import Reason
     from extauthz.pipeline.decision import Decision
-    from extauthz.server.authz import to_response
+    from extauthz.server.authz import encode_response
 
     decisions = {
         "allow": Decision(
@@ -594,7 +594,7 @@ def test_the_edges_answers_read_with_envoys_classes() -> None:
                                    (503, Reason.NOT_READY))
         },
     }  # fmt: skip
-    samples = {name: _b64(to_response(d).SerializeToString()) for name, d in decisions.items()}
+    samples = {name: _b64(encode_response(d)) for name, d in decisions.items()}
     parsed = _peer(
         {"op": "decode", "type": "envoy.service.auth.v3.CheckResponse", "samples": samples}
     )

@@ -42,7 +42,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -90,7 +90,7 @@ def usable_for_purpose(key: Key, purpose: str) -> bool:
 class KeySet:
     """An immutable set of keys for one purpose, indexed by ``kid``."""
 
-    __slots__ = ("_by_kid", "keys", "thumbprints")
+    __slots__ = ("_by_kid", "fits", "keys", "thumbprints")
 
     def __init__(self, keys: Iterable[Key] = ()) -> None:
         unique: dict[str, Key] = {}
@@ -102,6 +102,9 @@ class KeySet:
             by_kid.setdefault(key.kid, []).append(key)
         self._by_kid: dict[str, tuple[Key, ...]] = {k: tuple(v) for k, v in by_kid.items()}
         self.thumbprints: frozenset[str] = frozenset(k.thumbprint for k in self.keys)
+        #: the keys that fit a token's (kid, use, alg, ...), memoized by the verifier
+        #: for the kids this set holds (a set is immutable, so the answer is too)
+        self.fits: dict[tuple[Any, ...], tuple[Key, ...]] = {}
 
     def by_kid(self, kid: str) -> tuple[Key, ...]:
         """Keys with exactly this ``kid`` (no fallback to others)."""

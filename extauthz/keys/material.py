@@ -17,7 +17,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,10 @@ _DECODER = json.JSONDecoder(
     object_pairs_hook=_unique_members, parse_constant=_bad_constant, parse_float=_bounded_float,
     parse_int=_bounded_int,
 )  # fmt: skip
+#: the decoder's scanner (set by its constructor; typeshed does not declare it)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+#: JSON's whitespace (RFC 8259 §2)
+_JSON_SPACE = " \t\n\r"
 #: a ``\\uD800``-``\\uDFFF`` escape: with a raw surrogate (impossible in text decoded
 #: from strict UTF-8), the only way a lone surrogate reaches a parsed string
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -141,7 +145,13 @@ def strict_json_loads(data: bytes | str) -> Any:
         if data[:3] == b"\xef\xbb\xbf":
             raise ValueError("byte-order mark")
         data = bytes(data).decode("utf-8")  # strict: UTF-16/32 and invalid UTF-8 refused
-    value = _DECODER.decode(data)
+    try:  # the decoder's scanner, without its two Python-level wrappers
+        value, end = _SCAN(data, 0)
+    except StopIteration:  # leading whitespace, or no JSON value: the full decoder decides
+        value = _DECODER.decode(data)
+    else:
+        if end != len(data) and data[end:].strip(_JSON_SPACE):
+            raise ValueError("data after the JSON value")
     if (
         data.count("{") + data.count("[") > MAX_JSON_DEPTH
         or (not data.isascii() and _SURROGATE.search(data))

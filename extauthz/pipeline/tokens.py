@@ -45,6 +45,8 @@ _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 _UNTRUSTED_KEY_HEADERS = ("jku", "x5u", "jwk", "x5c")
 #: critical header parameters we implement (none: b64=false etc. are refused)
 _UNDERSTOOD_CRIT: frozenset[str] = frozenset()
+#: bound on the memos of parsed and accepted headers (they start over when full)
+HEADER_MEMO_MAX = 256
 #: exceptions joserfc and its helpers raise on malformed input
 _CRYPTO_ERRORS = (JoseError, ValueError, TypeError, KeyError, binascii.Error, IndexError)
 
@@ -125,21 +127,32 @@ def _candidates(
     ktys: tuple[str, ...],
     limit: int,
     alias: str | None = None,
-) -> list[Key]:
+) -> tuple[Key, ...]:
     """Keys that may serve (use, alg): by kid only, or the first ``limit`` that fit.
 
     ``alias``: a second ``alg`` value a key may declare for this use — a ``dir`` key
     often declares the content algorithm it is the CEK for (RFC 7520 §5.6).
+
+    Memoized in the (immutable) key set; ``alg`` was checked against the policy before,
+    and a kid the set does not hold is not memoized, so the memo stays as small as the
+    set times its algorithms.
     """
+    memo = (kid, use, alg, ktys, limit, alias)
+    found = keys.fits.get(memo)
+    if found is not None:
+        return found
     pool = keys.by_kid(kid) if kid is not None else keys.keys
-    fit = [
+    fit = tuple(
         k for k in pool
         if k.kty in ktys
         and (k.usable_for(use, alg) or (alias is not None and k.usable_for(use, alias)))
         and (alg not in ES_CURVES or k.jwk.get("crv") == ES_CURVES[alg])
         and (k.kty != "oct" or hmac_key_long_enough(len(k.jwk.raw_value), alg))
-    ]  # fmt: skip
-    return fit[:limit] if kid is None else fit
+    )  # fmt: skip
+    fit = fit[:limit] if kid is None else fit
+    if pool:
+        keys.fits[memo] = fit
+    return fit
 
 
 class TokenVerifier:
@@ -162,6 +175,13 @@ class TokenVerifier:
             p.name: frozenset(media_type(t) for t in p.token_types) for p in config.providers
         }
         self._depends: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        #: parsed protected headers by their text: an issuer's tokens share one header
+        #: (alg, kid, typ), so a new token's headers are decoded and strictly parsed
+        #: once. Not kept: a header with an ``epk`` (new in every ECDH-ES token).
+        #: The dicts are shared and never changed.
+        self._headers: dict[bytes, dict[str, Any]] = {}
+        #: (JWS header text, provider) that joserfc's header check accepted
+        self._accepted: dict[tuple[bytes, str], bool] = {}
         #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
         self._refresh = refresh
 
@@ -181,12 +201,23 @@ class TokenVerifier:
             return self._verify_jws(token, ring, encrypted=None)
         raise TokenError(Reason.MALFORMED, "neither 3 (JWS) nor 5 (JWE) segments")
 
+    def _header(self, segment: bytes) -> dict[str, Any]:
+        """:func:`parse_header`, memoized (see ``_headers``); raises TokenError."""
+        header = self._headers.get(segment)
+        if header is None:
+            header = parse_header(segment)
+            if "epk" not in header:
+                if len(self._headers) >= HEADER_MEMO_MAX:
+                    self._headers.clear()  # bounded: headers are the client's choice
+                self._headers[segment] = header
+        return header
+
     # -- JWE ---------------------------------------------------------------------------
 
     def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, dict[str, Any], str, str]:
         """(plaintext, protected header, kid and identity of the key that decrypted)."""
         segments = token.encode("ascii").split(b".")
-        header = parse_header(segments[0])
+        header = self._header(segments[0])
         for segment in segments[1:]:  # the alphabet was checked over the whole token
             if len(segment) % 4 == 1:
                 raise TokenError(Reason.MALFORMED, "bad base64url")
@@ -316,7 +347,7 @@ class TokenVerifier:
 
     def _verify_jws(self, token: str, ring: KeyRing, encrypted: tuple[str, str] | None) -> Verified:
         head, payload_b64, signature = token.encode("ascii").split(b".")
-        header = parse_header(head)
+        header = self._header(head)
         alg = header["alg"]
         if alg.lower() == "none":
             if encrypted is not None:
@@ -353,7 +384,12 @@ class TokenVerifier:
         # would decode and parse the header again): its header checks, its algorithm
         # object, its key checks, per key
         try:
-            registry.check_header(header)
+            accepted = (head, provider.name)
+            if accepted not in self._accepted:
+                registry.check_header(header)
+                if len(self._accepted) >= HEADER_MEMO_MAX:
+                    self._accepted.clear()
+                self._accepted[accepted] = True
             algorithm = registry.get_alg(alg)
             raw_signature = b64url.decode(signature)
         except _CRYPTO_ERRORS as exc:

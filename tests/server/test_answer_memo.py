@@ -15,7 +15,7 @@ from extauthz.pipeline import evaluate
 from extauthz.pipeline.decision import DENY_MEMO_MAX, Decision
 from extauthz.pipeline.evaluate import MEMO_MAX, Evaluator
 from extauthz.pipeline.request import CheckInput
-from extauthz.server.authz import Authorizer, to_input, to_response
+from extauthz.server.authz import Authorizer, encode_response, to_input
 from extauthz.server.decisions import AnswerMemo, trace_id
 from extauthz.server.http_authz import Answer, render
 from tests.conftest import LoadReady
@@ -31,7 +31,7 @@ def allow(sub: str) -> Decision:
 
 
 def grpc_bytes(decision: Decision) -> bytes:
-    return bytes(to_response(decision).SerializeToString())
+    return encode_response(decision)
 
 
 def test_the_bound_follows_the_decision_memo_not_the_cache() -> None:
