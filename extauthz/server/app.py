@@ -20,7 +20,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from extauthz.keys.sources.factory import build_source
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.revocation.service import Revocation
 from extauthz.server.authz import SERVICE, Authorizer
+from extauthz.server.callpool import CallPool
 from extauthz.server.http import HttpEndpoints
 from extauthz.server.http_authz import HttpAuthzServer
 from extauthz.server.liveness import Liveness, LivenessTimings, Probe, liveness_timings
@@ -173,9 +173,7 @@ class App:
         self._draining = threading.Event()
         self.grpc_port = 0
         self.reuse_port = reuse_port
-        self._pool = futures.ThreadPoolExecutor(
-            max_workers=config.server.threads, thread_name_prefix="check"
-        )
+        self._pool = CallPool(config.server.threads, thread_name_prefix="check")
         self.server = self._build_server()
         listen = config.listen
         self.http_authz: HttpAuthzServer | None = None
@@ -262,9 +260,12 @@ class App:
         # nothing; then, when this process alone owns the port, a real Check of the
         # health service over loopback must answer
         started = time.monotonic()
+        ran = threading.Event()
         try:
-            self._pool.submit(lambda: None).result(deadline)
-        except (futures.TimeoutError, RuntimeError):
+            self._pool.submit(ran.set)
+        except RuntimeError:  # shut down
+            return False
+        if not ran.wait(deadline):
             return False
         if self.reuse_port or self.config.listen.tls is not None:
             return True

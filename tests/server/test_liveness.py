@@ -76,8 +76,7 @@ def test_stuck_grpc_handler_threads_turn_unlive(app: App) -> None:
         assert wait_for(lambda: healthz(app) == 503, timeout=5)
     finally:
         release.set()
-    for future in stuck:
-        future.result(5)
+    assert wait_for(lambda: all(call.done() for call in stuck), timeout=5)
     assert wait_for(lambda: healthz(app) == 200, timeout=5)
 
 
