@@ -51,7 +51,9 @@ CENTRES: list[tuple[str, str]] = [
     ("request -> CheckInput (to_input)", r"to_input \(extauthz"),
     ("pipeline (evaluate, cache, policy)", r"extauthz/pipeline"),
     ("HTTP edge (parse with httptools, write the answer)", r"extauthz/server/http_authz"),
-    ("gRPC server machinery (grpc/_server.py, futures)", r"grpc/_server|concurrent/futures"),
+    ("gRPC server machinery (grpc/_server.py, the call pool)",
+     r"grpc/_server|extauthz/server/callpool"),
+    ("thread pool hand-offs (concurrent.futures)", r"concurrent/futures"),
     ("event loop (asyncio, uvloop)", r"asyncio/|uvloop"),
     ("threading", r"threading\.py"),
 ]  # fmt: skip

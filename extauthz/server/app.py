@@ -12,7 +12,8 @@ process exit non-zero, so Kubernetes restarts it.
 
 We run grpcio's sync server: the work per Check is CPU-bound crypto under the GIL,
 and the sync server measured faster than grpc.aio for this workload (see
-``bench/server_models.py``).
+``bench/server_models.py``). Its calls run on :class:`~.callpool.CallPool`, not on a
+``ThreadPoolExecutor`` (see that module).
 """
 
 from __future__ import annotations

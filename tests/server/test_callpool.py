@@ -23,12 +23,15 @@ def test_calls_run_with_their_arguments_and_then_their_callbacks() -> None:
     call = pool.submit(lambda a, b=0: (gate.wait(5), ran.append((a, b))), 1, b=2)
     seen: list[Call] = []
     call.add_done_callback(seen.append)
-    assert not call.done() and seen == []
+    assert not call.done()
+    assert seen == []
     gate.set()
     deadline = time.monotonic() + 5
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert ran == [(1, 2)] and seen == [call] and call.done()
+    assert ran == [(1, 2)]
+    assert seen == [call]
+    assert call.done()
     late: list[Call] = []
     call.add_done_callback(late.append)  # added after the call ran: at once
     assert late == [call]
@@ -68,8 +71,10 @@ def test_shutdown_finishes_the_queue_and_refuses_the_rest() -> None:
         pool.submit(order.append, i)
     closing = threading.Thread(target=pool.shutdown)
     closing.start()
+    deadline = time.monotonic() + 5
+    while not pool._closed and time.monotonic() < deadline:
+        time.sleep(0.01)
     with pytest.raises(RuntimeError):
-        time.sleep(0.05)
         pool.submit(order.append, 99)
     gate.set()
     closing.join(5)
