@@ -19,7 +19,8 @@ import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
 from joserfc import jwe
@@ -178,8 +179,8 @@ class TokenVerifier:
         #: parsed protected headers by their text: an issuer's tokens share one header
         #: (alg, kid, typ), so a new token's headers are decoded and strictly parsed
         #: once. Not kept: a header with an ``epk`` (new in every ECDH-ES token).
-        #: The dicts are shared and never changed.
-        self._headers: dict[bytes, dict[str, Any]] = {}
+        #: Shared, so read-only (a mapping proxy).
+        self._headers: dict[bytes, Mapping[str, Any]] = {}
         #: (JWS header text, provider) that joserfc's header check accepted
         self._accepted: dict[tuple[bytes, str], bool] = {}
         #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
@@ -201,20 +202,22 @@ class TokenVerifier:
             return self._verify_jws(token, ring, encrypted=None)
         raise TokenError(Reason.MALFORMED, "neither 3 (JWS) nor 5 (JWE) segments")
 
-    def _header(self, segment: bytes) -> dict[str, Any]:
+    def _header(self, segment: bytes) -> Mapping[str, Any]:
         """:func:`parse_header`, memoized (see ``_headers``); raises TokenError."""
         header = self._headers.get(segment)
         if header is None:
-            header = parse_header(segment)
-            if "epk" not in header:
-                if len(self._headers) >= HEADER_MEMO_MAX:
-                    self._headers.clear()  # bounded: headers are the client's choice
-                self._headers[segment] = header
+            parsed = parse_header(segment)
+            if "epk" in parsed:
+                return parsed
+            header = MappingProxyType(parsed)
+            if len(self._headers) >= HEADER_MEMO_MAX:
+                self._headers.clear()  # bounded: headers are the client's choice
+            self._headers[segment] = header
         return header
 
     # -- JWE ---------------------------------------------------------------------------
 
-    def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, dict[str, Any], str, str]:
+    def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, Mapping[str, Any], str, str]:
         """(plaintext, protected header, kid and identity of the key that decrypted)."""
         segments = token.encode("ascii").split(b".")
         header = self._header(segments[0])
@@ -386,7 +389,7 @@ class TokenVerifier:
         try:
             accepted = (head, provider.name)
             if accepted not in self._accepted:
-                registry.check_header(header)
+                registry.check_header(cast(dict[str, Any], header))  # only read there
                 if len(self._accepted) >= HEADER_MEMO_MAX:
                     self._accepted.clear()
                 self._accepted[accepted] = True

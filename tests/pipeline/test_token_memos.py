@@ -54,6 +54,9 @@ def test_one_header_text_is_parsed_once_per_verifier(
     for i in range(20):
         assert reason_of(env, nested(kit, claims(subject=f"user-{i}"))) is Reason.OK
     assert len(parsed) == 2  # the JWE header and the JWS header, each once
+    shared = env.evaluator.verifier._headers[parsed[0]]
+    with pytest.raises(TypeError):  # shared between Checks and threads: read-only
+        shared["alg"] = "none"  # type: ignore[index]
 
 
 def test_a_memoized_header_does_not_spare_the_signature_or_the_ciphertext(
