@@ -3,8 +3,9 @@
     python bench/_patched_serve.py '{"switch_interval": 0.001}' serve --config FILE
 
 The JSON sets what to try without touching the product code: extra gRPC server
-options, ``sys.setswitchinterval``, and a cheaper decision-log pipeline (orjson into a
-bytes logger, no per-line flush). Anything that measures well here is then proposed
+options, ``sys.setswitchinterval``, the stock ``ThreadPoolExecutor`` instead of the
+call pool, and a cheaper decision-log pipeline (orjson into a bytes logger, no
+per-line flush). Anything that measures well here is then proposed
 as a product change.
 """
 
@@ -30,6 +31,13 @@ def apply(knobs: dict[str, Any]) -> None:
             return original(*args, **kwargs)
 
         grpc.server = server
+    if knobs.get("stock_pool"):
+        # the gRPC calls on concurrent.futures.ThreadPoolExecutor, as before the call pool
+        from concurrent import futures
+
+        from extauthz.server import app
+
+        vars(app)["CallPool"] = futures.ThreadPoolExecutor
     if knobs.get("fast_log"):
         from extauthz import logging as logging_mod
 
