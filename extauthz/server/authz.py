@@ -129,10 +129,10 @@ def encode_response(decision: Decision) -> bytes:
     """The serialized ``CheckResponse`` Envoy expects for ``decision``.
 
     Encoded by hand, only the fields we send: building the message with the generated
-    classes and serializing it cost twice as much, and every new token's decision pays
-    it. ``tests/server/test_grpc_answer.py`` proves the bytes equal, field for field,
-    to the message built with the generated classes, and ``tests/test_proto.py`` reads
-    them with Envoy's own classes.
+    classes and serializing it cost almost twice as much, and every new token's
+    decision pays it. ``tests/server/test_grpc_answer.py`` proves the bytes equal,
+    field for field, to the message built with the generated classes, and
+    ``tests/test_proto.py`` reads them with Envoy's own classes.
 
     Field numbers: CheckResponse status = 1 (google.rpc.Status code = 1),
     denied_response = 2 (DeniedHttpResponse status = 1 (HttpStatus code = 1),
