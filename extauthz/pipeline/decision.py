@@ -16,6 +16,7 @@ from typing import Any
 from extauthz.config import Config, ProviderConfig
 from extauthz.errors import DESCRIPTIONS, STATUS, PolicyError, Reason
 from extauthz.pipeline import claims as claims_mod
+from extauthz.pipeline.memo import Memo
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -134,7 +135,7 @@ class ClaimHeaders:
             names.add(self.claims_header)
         #: every header we may fill: removed whenever we do not fill it
         self.all_names = tuple(sorted(names))
-        self._shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], HeaderShape] = {}
+        self._shapes: Memo[tuple[tuple[str, ...], tuple[str, ...]], HeaderShape] = Memo(_SHAPES_MAX)
 
     def render(
         self, provider: ProviderConfig, claims: Mapping[str, Any]
@@ -171,10 +172,7 @@ class ClaimHeaders:
         if found is None:
             filled = set(names)
             remove = tuple(h for h in self.all_names if h not in filled)
-            found = HeaderShape(names, remove, dropped)
-            if len(self._shapes) >= _SHAPES_MAX:
-                self._shapes.clear()  # bounded; the shapes in use stay referenced
-            self._shapes[key] = found
+            found = self._shapes.keep(key, HeaderShape(names, remove, dropped))
         return found
 
 

@@ -38,6 +38,7 @@ from extauthz.pipeline.decision import (
     Denials,
     HeaderShape,
 )
+from extauthz.pipeline.memo import Memo
 from extauthz.pipeline.request import CheckInput, path_readings
 from extauthz.pipeline.tokens import TokenVerifier
 from extauthz.revocation.store import REVOKED, RevocationList, RevocationStore
@@ -254,13 +255,13 @@ class Evaluator:
         #: entries holding a memoized decision, oldest first (see :meth:`_remember`)
         self._memoized: collections.deque[Entry] = collections.deque()
         #: path -> its readings (:meth:`_route_paths`)
-        self._readings: dict[str, tuple[str, ...] | None] = {}
+        self._readings: Memo[str, tuple[str, ...] | None] = Memo(READINGS_MAX)
         #: rule claims shared between cache entries, by their (name, text) pairs
-        self._kept: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        self._kept: Memo[tuple[tuple[str, str], ...], dict[str, Any]] = Memo(MEMO_MAX)
         #: anonymous allows by (rule, stripped headers) (:meth:`_anonymous`)
-        self._anonymous_memo: dict[tuple[str, tuple[str, ...]], Decision] = {}
+        self._anonymous_memo: Memo[tuple[str, tuple[str, ...]], Decision] = Memo(DENY_MEMO_MAX)
         #: origins shared between cache entries (:meth:`_shared_origin`)
-        self._origins: dict[tuple[Any, ...], Origin] = {}
+        self._origins: Memo[tuple[Any, ...], Origin] = Memo(MEMO_MAX)
 
     def check(self, request: CheckInput) -> tuple[Decision, str]:
         """Decide ``request``. Returns the decision and the token fingerprint ("" if none)."""
@@ -363,9 +364,7 @@ class Evaluator:
         if paths is _UNREAD:
             paths = path_readings(path)
             if len(path) <= READINGS_PATH_MAX:
-                if len(self._readings) >= READINGS_MAX:
-                    self._readings.clear()
-                self._readings[path] = paths
+                self._readings.keep(path, paths)
         return paths
 
     def _decide(
@@ -452,9 +451,7 @@ class Evaluator:
         key = tuple(kept.items())
         found = self._kept.get(key)
         if found is None:
-            if len(self._kept) >= MEMO_MAX:
-                self._kept.clear()  # bounded; the dicts in use stay referenced
-            self._kept[key] = found = kept
+            found = self._kept.keep(key, kept)
         return found, key
 
     def _shared_origin(self, origin: Origin, claims_key: tuple[Any, ...]) -> Origin:
@@ -463,9 +460,7 @@ class Evaluator:
                origin.shape)  # fmt: skip
         found = self._origins.get(key)
         if found is None:
-            if len(self._origins) >= MEMO_MAX:
-                self._origins.clear()  # bounded; the origins in use stay referenced
-            self._origins[key] = found = origin
+            found = self._origins.keep(key, origin)
         return found
 
     def _stripped(self, request: CheckInput) -> tuple[str, ...]:
@@ -516,7 +511,5 @@ class Evaluator:
                 remove_headers=(*self.headers.all_names, *stripped),
                 response_headers=self.response_headers,
             )  # fmt: skip
-            if len(self._anonymous_memo) >= DENY_MEMO_MAX:
-                self._anonymous_memo.clear()  # stripped names are the client's: bounded
-            self._anonymous_memo[key] = decision
+            self._anonymous_memo.keep(key, decision)  # stripped names are the client's
         return decision

@@ -37,6 +37,7 @@ import re2  # type: ignore[import-untyped]
 from extauthz.config import RuleConfig
 from extauthz.errors import ConfigError, PolicyError, Reason, TokenError
 from extauthz.pipeline import claims as claims_mod
+from extauthz.pipeline.memo import Memo
 
 DEFAULT = "default"
 #: bound on memoized merged rules (combinations of up to four readings)
@@ -176,7 +177,8 @@ class Policy:
             for w, f in zip(self.written, self.folded, strict=True)
         )
         #: (method, *readings) -> rule, for the paths clients repeat (regexes run once)
-        self._matched: dict[tuple[str, ...], Rule] = {}
+        #: client-chosen paths: bounded, never a growing map
+        self._matched: Memo[tuple[str, ...], Rule] = Memo(_MATCHED_MAX)
         #: the rules the readings selected (by identity) -> their merged rule
         self._merged: dict[tuple[int, ...], Rule] = {}
 
@@ -196,11 +198,7 @@ class Policy:
         known = self._matched.get(memo_key)
         if known is not None:
             return known
-        rule = self._match(method, paths)
-        if len(self._matched) >= _MATCHED_MAX:
-            self._matched.clear()  # client-chosen paths: bounded, never a growing map
-        self._matched[memo_key] = rule
-        return rule
+        return self._matched.keep(memo_key, self._match(method, paths))
 
     def _match(self, method: str, paths: Sequence[str]) -> Rule:
         found: list[Rule] = []

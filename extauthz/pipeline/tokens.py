@@ -40,6 +40,7 @@ from extauthz.pipeline.algorithms import (
     key_types_for_encryption,
     key_types_for_signature,
 )
+from extauthz.pipeline.memo import Memo
 
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
 #: headers that name where to *fetch* a key or carry one: never trusted, never fetched
@@ -180,9 +181,9 @@ class TokenVerifier:
         #: (alg, kid, typ), so a new token's headers are decoded and strictly parsed
         #: once. Not kept: a header with an ``epk`` (new in every ECDH-ES token).
         #: Shared, so read-only (a mapping proxy).
-        self._headers: dict[bytes, Mapping[str, Any]] = {}
+        self._headers: Memo[bytes, Mapping[str, Any]] = Memo(HEADER_MEMO_MAX)
         #: (JWS header text, provider) that joserfc's header check accepted
-        self._accepted: dict[tuple[bytes, str], bool] = {}
+        self._accepted: Memo[tuple[bytes, str], bool] = Memo(HEADER_MEMO_MAX)
         #: ``refresh(purpose, kid, generation)`` -> a newer ring after a refetch, or None
         self._refresh = refresh
 
@@ -209,17 +210,15 @@ class TokenVerifier:
             parsed = parse_header(segment)
             if "epk" in parsed:
                 return parsed
-            header = MappingProxyType(parsed)
-            if len(self._headers) >= HEADER_MEMO_MAX:
-                self._headers.clear()  # bounded: headers are the client's choice
-            self._headers[segment] = header
+            header = self._headers.keep(segment, MappingProxyType(parsed))
         return header
 
     # -- JWE ---------------------------------------------------------------------------
 
     def _decrypt(self, token: str, ring: KeyRing) -> tuple[bytes, Mapping[str, Any], str, str]:
         """(plaintext, protected header, kid and identity of the key that decrypted)."""
-        segments = token.encode("ascii").split(b".")
+        raw = token.encode("ascii")
+        segments = raw.split(b".")
         header = self._header(segments[0])
         for segment in segments[1:]:  # the alphabet was checked over the whole token
             if len(segment) % 4 == 1:
@@ -255,7 +254,7 @@ class TokenVerifier:
             keys = keys[:pbes2_keys]
         registry = policy.registry
         try:
-            registry.validate_compact_value_size(token.encode("ascii"))
+            registry.validate_compact_value_size(raw)
             registry.validate_protected_header_size(segments[0])
             registry.validate_encrypted_key_size(segments[1])
             registry.validate_initialization_vector_size(segments[2])
@@ -349,7 +348,8 @@ class TokenVerifier:
         return found
 
     def _verify_jws(self, token: str, ring: KeyRing, encrypted: tuple[str, str] | None) -> Verified:
-        head, payload_b64, signature = token.encode("ascii").split(b".")
+        raw = token.encode("ascii")
+        head, payload_b64, signature = raw.split(b".")
         header = self._header(head)
         alg = header["alg"]
         if alg.lower() == "none":
@@ -377,7 +377,7 @@ class TokenVerifier:
             raise TokenError(Reason.UNKNOWN_KID, "no verification key fits")
         registry = policy.registry
         try:  # joserfc's own bounds, as its compact deserialization would check them
-            registry.validate_compact_value_size(token.encode("ascii"))
+            registry.validate_compact_value_size(raw)
             registry.validate_header_size(head)
             registry.validate_signature_size(signature)
             registry.validate_payload_size(payload_b64)
@@ -390,9 +390,7 @@ class TokenVerifier:
             accepted = (head, provider.name)
             if accepted not in self._accepted:
                 registry.check_header(cast(dict[str, Any], header))  # only read there
-                if len(self._accepted) >= HEADER_MEMO_MAX:
-                    self._accepted.clear()
-                self._accepted[accepted] = True
+                self._accepted.keep(accepted, True)
             algorithm = registry.get_alg(alg)
             raw_signature = b64url.decode(signature)
         except _CRYPTO_ERRORS as exc:

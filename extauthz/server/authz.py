@@ -19,6 +19,7 @@ from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 from extauthz.config import LoggingConfig
 from extauthz.pipeline.decision import Decision
 from extauthz.pipeline.evaluate import Evaluator
+from extauthz.pipeline.memo import Memo
 from extauthz.pipeline.request import CheckInput
 from extauthz.server.decisions import AnswerMemo, DecisionLog, trace_id
 
@@ -106,8 +107,7 @@ def _entry(key: str, value: str) -> bytes:
 _OVERWRITE = _SMALL[base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD]
 #: the metadata entries but ``sub`` per (allowed, reason, rule, iss, kid, enc_kid):
 #: a few per rule and key; bounded anyway
-_METADATA: dict[tuple[Any, ...], bytes] = {}
-_METADATA_MAX = 1024
+_METADATA: Memo[tuple[Any, ...], bytes] = Memo(1024)
 
 
 def _metadata(decision: Decision) -> bytes:
@@ -115,12 +115,9 @@ def _metadata(decision: Decision) -> bytes:
            decision.enc_kid)  # fmt: skip
     fixed = _METADATA.get(key)
     if fixed is None:
-        fixed = b"".join(
+        fixed = _METADATA.keep(key, b"".join(
             _entry(name, value) for name, value in decision.metadata.items() if name != "sub"
-        )
-        if len(_METADATA) >= _METADATA_MAX:
-            _METADATA.clear()
-        _METADATA[key] = fixed
+        ))  # fmt: skip
     fields = fixed + _entry("sub", decision.sub)
     return b"\x22%b%b" % (_size(len(fields)), fields)
 

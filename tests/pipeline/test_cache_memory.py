@@ -14,7 +14,6 @@ import pytest
 
 from extauthz.errors import Reason
 from extauthz.keys.keyset import DECRYPTION
-from extauthz.pipeline import decision as decision_mod
 from extauthz.pipeline import evaluate
 from extauthz.pipeline.evaluate import Entry, Evaluator
 from extauthz.revocation.store import ListSink
@@ -197,7 +196,9 @@ def test_shared_tables_are_bounded(
 ) -> None:
     """Distinct scope strings and header shapes: the sharing memos start over when full,
     and every token still gets its own headers."""
-    monkeypatch.setattr(decision_mod, "_SHAPES_MAX", 2)
+    monkeypatch.setattr(env.evaluator.headers._shapes, "limit", 2)
+    monkeypatch.setattr(env.evaluator._kept, "limit", small_memo)
+    monkeypatch.setattr(env.evaluator._origins, "limit", small_memo)
     for i in range(3 * small_memo):
         extra: dict[str, Any] = {"scope": f"s{i}"}
         if i % 2:
@@ -226,7 +227,7 @@ def test_path_readings_are_memoized_bounded_and_unchanged(
 ) -> None:
     """The memo gives what the request computes (ambiguous: None), for the first and
     the repeated request; long paths are not kept; the bound holds."""
-    monkeypatch.setattr(evaluate, "READINGS_MAX", 4)
+    monkeypatch.setattr(env.evaluator._readings, "limit", 4)
     evaluator = env.evaluator
     for _ in range(2):
         for path in PATHS:
