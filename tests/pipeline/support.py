@@ -23,6 +23,7 @@ from joserfc.jwa import JWERegistry, JWSRegistry
 
 from extauthz import mint
 from extauthz.config import Config, parse
+from extauthz.errors import Reason, TokenError
 from extauthz.keys.keyset import DECRYPTION, KeySink, KeyStore, provider_purpose
 from extauthz.keys.material import Key, key_from_jwk
 from extauthz.keys.sources.static import StaticSource
@@ -424,6 +425,15 @@ class Env:
         """Decide one request (see :meth:`request` for the arguments)."""
         decision, _ = self.evaluator.check(self.request(token, **kwargs))
         return decision
+
+
+def reason_of(env: Env, token: str) -> Reason:
+    """The reason class the verifier alone gives ``token`` (``ok`` when it verifies)."""
+    try:
+        env.evaluator.verifier.verify(token, env.store.ring)
+    except TokenError as error:
+        return error.reason
+    return Reason.OK
 
 
 def make_env(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from joserfc.jws import JWSRegistry
 
-from extauthz.errors import Reason, TokenError
+from extauthz.errors import Reason
 from extauthz.keys.keyset import DECRYPTION
 from extauthz.pipeline import tokens
 
@@ -28,16 +28,9 @@ from .support import (
     jwk_dict,
     key,
     nested,
+    reason_of,
     sign,
 )
-
-
-def reason_of(env: Env, token: str) -> Reason:
-    try:
-        env.evaluator.verifier.verify(token, env.store.ring)
-    except TokenError as error:
-        return error.reason
-    return Reason.OK
 
 
 def test_one_header_text_is_parsed_once_per_verifier(

@@ -33,19 +33,11 @@ from .support import (
     nested,
     oct_jwk,
     raw_jws,
+    reason_of,
     sign,
 )
 
 NewEnv = Callable[..., Env]
-
-
-def reason_of(env: Env, token: str) -> Reason:
-    """The reason class the verifier alone gives ``token`` (``ok`` when it verifies)."""
-    try:
-        env.evaluator.verifier.verify(token, env.store.ring)
-    except TokenError as error:
-        return error.reason
-    return Reason.OK
 
 
 # -- strict base64url ------------------------------------------------------------------
