@@ -10,9 +10,11 @@ accepting and let in-flight Checks finish within ``shutdown.grace_seconds``, on
 both listeners at once; exit 0. A key source whose background work dies makes the
 process exit non-zero, so Kubernetes restarts it.
 
-We run grpcio's sync server: the work per Check is CPU-bound crypto under the GIL,
-and the sync server measured faster than grpc.aio for this workload (see
-``bench/server_models.py``). Its calls run on :class:`~.callpool.CallPool`, not on a
+The gRPC listener is extauthz's own call loop on gRPC core (:mod:`.grpc_core`,
+``server.grpc_server: core``): grpcio's sync server spends about three times the CPU
+per call that the loop does, and grpc.aio more still for this workload (see
+``bench/server_models.py``). ``server.grpc_server: grpcio`` runs grpcio's sync
+server instead, its calls on :class:`~.callpool.CallPool` rather than a
 ``ThreadPoolExecutor`` (see that module).
 """
 
@@ -37,6 +39,7 @@ from extauthz.keys.keyset import DECRYPTION, KeySink, KeySource, KeyStore, provi
 from extauthz.keys.sources.factory import build_source
 from extauthz.pipeline.evaluate import Evaluator
 from extauthz.revocation.service import Revocation
+from extauthz.server import grpc_core
 from extauthz.server.authz import SERVICE, Authorizer
 from extauthz.server.callpool import CallPool
 from extauthz.server.http import HttpEndpoints
@@ -51,6 +54,7 @@ MAX_REQUEST_BYTES = 1 << 20
 #: the gRPC health service name of liveness (gRPC probes); "" and the Authorization
 #: service report readiness
 LIVENESS_SERVICE = "liveness"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 @dataclass
@@ -213,18 +217,28 @@ class App:
         self._set_live(True)
         metrics.set_build_info(_version())
 
-    def _build_server(self) -> grpc.Server:
+    def _build_server(self) -> Any:
         options = [
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ]
-        server = grpc.server(
-            self._pool,
-            handlers=[self.authorizer.handler()],
-            options=options,
-        )
+        server: Any
+        if self.config.server.grpc_server == "core" and grpc_core.available():
+            # health Check on the loop: probes answer even while every other thread
+            # serves a Watch stream
+            server = grpc_core.CoreServer(self.authorizer.fast_method(), self._pool,
+                                          options=options, inline=(HEALTH_CHECK,))  # fmt: skip
+        else:
+            if self.config.server.grpc_server == "core":
+                log.warning("grpc_core_unavailable", using="grpcio",
+                            grpcio=grpc.__version__)  # fmt: skip
+            server = grpc.server(
+                self._pool,
+                handlers=[self.authorizer.handler()],
+                options=options,
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -267,6 +281,8 @@ class App:
         except RuntimeError:  # shut down
             return False
         if not ran.wait(deadline):
+            return False
+        if isinstance(self.server, grpc_core.CoreServer) and not self.server.alive(deadline):
             return False
         if self.reuse_port or self.config.listen.tls is not None:
             return True
