@@ -278,7 +278,7 @@ def write_config(
     http_authz_port: int | None = None, http_metadata: bool = True,
     cache_entries: int = 10000, cache_ttl: int = 300, decisions: str = "all",
     level: str = "info", threads: int | None = None,
-    enc_dir: Path | None = None, sig_dir: Path | None = None,
+    enc_dir: Path | None = None, sig_dir: Path | None = None, grpc_server: str | None = None,
 ) -> Path:  # fmt: skip
     """An extauthz config file for the benchmark keys under ``directory``."""
     config: dict[str, Any] = {
@@ -305,7 +305,9 @@ def write_config(
         if not http_metadata:
             config["listen"]["http_authz_metadata"] = False
     if threads is not None:
-        config["server"] = {"threads": threads}
+        config.setdefault("server", {})["threads"] = threads
+    if grpc_server is not None:
+        config.setdefault("server", {})["grpc_server"] = grpc_server
     path = directory / f"config-{grpc_port}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
@@ -397,6 +399,7 @@ def extauthz(
     cache_entries: int = 10000, cache_ttl: int = 300, log: Path | None = None,
     threads: int | None = None, extra_env: dict[str, str] | None = None,
     knobs: dict[str, Any] | None = None, http_authz: bool = False, http_metadata: bool = True,
+    grpc_server: str | None = None,
 ) -> Iterator[Server]:  # fmt: skip
     """Run ``python -m extauthz serve`` on the keys of ``workdir`` until the block exits.
 
@@ -404,7 +407,8 @@ def extauthz(
     formatting and writing each line counts, a terminal's does not. ``knobs`` runs it
     through ``bench/_patched_serve.py`` (experimental settings, see there).
     ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``);
-    ``http_metadata: False`` turns its ``x-extauthz-*`` headers off.
+    ``http_metadata: False`` turns its ``x-extauthz-*`` headers off; ``grpc_server``
+    sets ``server.grpc_server`` (``core`` or ``grpcio``).
     """
     port = free_port()
     http_port = free_port() if workers > 1 else None
@@ -413,7 +417,7 @@ def extauthz(
                           http_authz_port=authz_port, http_metadata=http_metadata,
                           cache_entries=cache_entries,
                           cache_ttl=cache_ttl, decisions=decisions, level=level,
-                          threads=threads)  # fmt: skip
+                          threads=threads, grpc_server=grpc_server)  # fmt: skip
     command = [PYTHON, "-m", "extauthz", "serve", "--config", str(config)]
     if knobs:
         command[1:3] = [str(BENCH / "_patched_serve.py"), json.dumps(knobs)]

@@ -16,8 +16,12 @@ an explicit call.
 
 from __future__ import annotations
 
+import bisect
+import collections
+import math
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
@@ -53,27 +57,14 @@ CHECKS = Counter(
     ["decision", "reason", "transport"],
     registry=REGISTRY,
 )
+#: 50 µs .. 1 s: a cached allow costs tens of microseconds, an RSA decrypt ~1 ms
+DURATION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                    0.05, 0.1, 0.25, 0.5, 1.0)  # fmt: skip
 CHECK_DURATION = Histogram(
     "extauthz_check_duration_seconds",
     "Time spent deciding one Check, from request bytes to response bytes, by transport.",
     ["transport"],
-    # 50 us .. 1 s: a cached allow costs tens of microseconds, an RSA decrypt ~1 ms.
-    buckets=(
-        0.00005,
-        0.0001,
-        0.00025,
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1.0,
-    ),
+    buckets=DURATION_BUCKETS,
     registry=REGISTRY,
 )
 KEYS = Gauge(
@@ -120,19 +111,132 @@ BUILD_INFO = Info("extauthz_build", "Build information.", registry=None)
 #: label children by label values (labels() is slow); a bounded set by construction
 _CHECK_CHILDREN: dict[tuple[str, str, str], Any] = {}
 _DURATION_CHILDREN: dict[str, Any] = {}
+_CACHE_CHILDREN: dict[str, Any] = {}
+
+#: what Checks recorded and :func:`flush` has not applied yet: ``(decision, reason,
+#: transport, seconds)`` per decision, a cache result (``str``) per cache lookup.
+#: Appending to a deque is atomic and costs a fraction of a prometheus-client update
+#: (which takes a lock per value, and with ``--workers`` writes a shared file); the
+#: flush applies the sum per label set and per histogram bucket at once.
+_QUEUE: collections.deque[tuple[str, str, str, float] | str] = collections.deque()
+_append = _QUEUE.append
+#: past this many unapplied samples the recording thread flushes (a flusher that
+#: cannot keep up never makes the queue grow without bound)
+QUEUE_MAX = 65536
+#: seconds between flushes of the background flusher (:func:`start_flusher`)
+FLUSH_INTERVAL = 1.0
+_FLUSH_LOCK = threading.Lock()
+_UPPER_BOUNDS = (*DURATION_BUCKETS, math.inf)  # prometheus-client's, with +Inf
 
 
 def record_check(decision: str, reason: str, seconds: float, transport: str = "grpc") -> None:
-    """Count one decision and its latency."""
-    key = (decision, reason, transport)
-    child = _CHECK_CHILDREN.get(key)
-    if child is None:
-        child = _CHECK_CHILDREN[key] = CHECKS.labels(decision, reason, transport)
-    child.inc()
-    duration = _DURATION_CHILDREN.get(transport)
-    if duration is None:
-        duration = _DURATION_CHILDREN[transport] = CHECK_DURATION.labels(transport)
-    duration.observe(seconds)
+    """Count one decision and its latency (applied by the next :func:`flush`)."""
+    _append((decision, reason, transport, seconds))
+    if len(_QUEUE) > QUEUE_MAX:
+        flush()
+
+
+def cache_lookup(result: str) -> None:
+    """Count one verified-token cache lookup (applied by the next :func:`flush`)."""
+    _append(result)
+    if len(_QUEUE) > QUEUE_MAX:
+        flush()
+
+
+def flush() -> None:
+    """Apply every recorded Check and cache lookup to the metrics."""
+    with _FLUSH_LOCK:
+        pending = len(_QUEUE)
+        if not pending:
+            return
+        checks: dict[tuple[str, str, str], int] = {}
+        caches: dict[str, int] = {}
+        buckets: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
+        samples: dict[str, list[float]] = {}
+        pop = _QUEUE.popleft
+        for _ in range(pending):  # what is queued now; later appends wait for the next
+            item = pop()
+            if type(item) is str:
+                caches[item] = caches.get(item, 0) + 1
+                continue
+            decision, reason, transport, seconds = cast(tuple[str, str, str, float], item)
+            key = (decision, reason, transport)
+            checks[key] = checks.get(key, 0) + 1
+            counts = buckets.get(transport)
+            if counts is None:
+                counts = buckets[transport] = [0] * len(_UPPER_BOUNDS)
+                sums[transport] = 0.0
+                samples[transport] = []
+            counts[bisect.bisect_left(_UPPER_BOUNDS, seconds)] += 1
+            sums[transport] += seconds
+            samples[transport].append(seconds)
+        for key, count in checks.items():
+            child = _CHECK_CHILDREN.get(key)
+            if child is None:
+                child = _CHECK_CHILDREN[key] = CHECKS.labels(*key)
+            child.inc(count)
+        for transport, counts in buckets.items():
+            duration = _DURATION_CHILDREN.get(transport)
+            if duration is None:
+                duration = _DURATION_CHILDREN[transport] = CHECK_DURATION.labels(transport)
+            # prometheus-client keeps a child's sum and per-bucket counts as values
+            # that take a bulk add; a release that does not gets one observe per sample
+            if len(getattr(duration, "_buckets", ())) == len(counts) and hasattr(duration, "_sum"):
+                duration._sum.inc(sums[transport])
+                for value, count in zip(duration._buckets, counts, strict=True):
+                    if count:
+                        value.inc(count)
+            else:
+                for seconds in samples[transport]:
+                    duration.observe(seconds)
+        for result, count in caches.items():
+            cache = _CACHE_CHILDREN.get(result)
+            if cache is None:
+                cache = _CACHE_CHILDREN[result] = TOKEN_CACHE.labels(result)
+            cache.inc(count)
+
+
+class _Flusher:
+    """The thread that flushes every :data:`FLUSH_INTERVAL` seconds."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is not None and self.thread.is_alive():
+                return
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._run, args=(self.stop,),
+                                           name="metrics-flush", daemon=True)  # fmt: skip
+            self.thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(FLUSH_INTERVAL):
+            flush()
+
+    def halt(self) -> None:
+        with self.lock:
+            self.stop.set()
+            self.thread = None
+        flush()
+
+
+_FLUSHER = _Flusher()
+
+
+def start_flusher() -> None:
+    """Flush in the background every :data:`FLUSH_INTERVAL` seconds (a serving process:
+    a worker's samples reach the supervisor's ``/metrics`` within that interval)."""
+    _FLUSHER.start()
+
+
+def stop_flusher() -> None:
+    """Stop the background flush, after a last one."""
+    _FLUSHER.halt()
 
 
 def key_reload(source: str, result: str) -> None:
@@ -160,17 +264,6 @@ def set_key_count(source: str, use: str, count: int) -> None:
     KEYS.labels(source, use).set(count)
 
 
-_CACHE_CHILDREN: dict[str, Any] = {}
-
-
-def cache_lookup(result: str) -> None:
-    """Count one verified-token cache lookup."""
-    child = _CACHE_CHILDREN.get(result)
-    if child is None:
-        child = _CACHE_CHILDREN[result] = TOKEN_CACHE.labels(result)
-    child.inc()
-
-
 def set_build_info(version: str) -> None:
     """Publish ``extauthz_build_info`` (served by whichever process serves /metrics)."""
     BUILD_INFO.info({"version": version})
@@ -178,6 +271,7 @@ def set_build_info(version: str) -> None:
 
 def exposition() -> bytes:
     """The Prometheus text exposition: this process's, or every worker's aggregated."""
+    flush()
     if _STATE.aggregate_dir is not None:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=_STATE.aggregate_dir)  # type: ignore[no-untyped-call]

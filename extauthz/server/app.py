@@ -321,6 +321,7 @@ class App:
         if self.http is not None:
             self.http.start()
         self.liveness.start()
+        metrics.start_flusher()
         threading.Thread(target=self._await_ready, name="readiness", daemon=True).start()
         listen = self.config.listen
         log.info("listening", grpc=listen.grpc, grpc_port=self.grpc_port,
@@ -377,6 +378,7 @@ class App:
             self.revocation.stop()
         if self.http is not None:
             self.http.stop()
+        metrics.stop_flusher()
 
     def stop_now(self) -> None:
         """Immediate stop (tests)."""
