@@ -1,12 +1,13 @@
-"""grpcio sync server vs grpc.aio server for the Check workload, same handler, same load.
+"""The gRPC server models for the Check workload, same handler, same load: grpcio's sync
+server, grpc.aio, and extauthz's call loop on gRPC core (``server.grpc_server: core``).
 
     python bench/server_models.py [--seconds 5] [--concurrency 16] [--workload cached|unique]
 
-Both servers run the real ``Authorizer`` (decode, evaluate, log, encode) in a child
+Every server runs the real ``Authorizer`` (decode, evaluate, log, encode) in a child
 process; a grpc.aio client in another process keeps ``--concurrency`` Checks in
 flight, either with one cached nested-JWE token (a client reusing its token) or with
 4,000 unique nested RSA-OAEP-256/RS256 tokens (every Check decrypts and verifies).
-Reported: Checks/s and the server's CPU µs per Check, and aio ÷ sync.
+Reported: Checks/s and the server's CPU µs per Check, each ÷ the sync server.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def serve_sync(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     quiet()
     authorizer, token = build_authorizer(workload)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[authorizer.handler()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    port_q.put(port)
+    token_q.put((token, time.process_time()))
+    stop.wait()
+    port_q.put(time.process_time())
+    server.stop(0)
+
+
+def serve_core(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
+    from extauthz.server.callpool import CallPool
+    from extauthz.server.grpc_core import CoreServer
+
+    quiet()
+    authorizer, token = build_authorizer(workload)
+    pool = CallPool(8)
+    server = CoreServer(authorizer.fast_method(), pool)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     port_q.put(port)
@@ -155,14 +173,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workload", choices=["cached", "unique"], default="cached")
     args = parser.parse_args()
-    sync_rate, sync_cpu = run(serve_sync, args.seconds, args.concurrency, args.workload)
-    aio_rate, aio_cpu = run(serve_aio, args.seconds, args.concurrency, args.workload)
+    models = [
+        ("grpcio sync (ThreadPoolExecutor, 8 threads)", serve_sync),
+        ("grpc.aio", serve_aio),
+        ("extauthz call loop on gRPC core (8 Check threads)", serve_core),
+    ]
+    rows = [(name, *run(model, args.seconds, args.concurrency, args.workload))
+            for name, model in models]  # fmt: skip
     print(f"command: python {' '.join(sys.argv)}\n")
-    print("| server | Checks/s | server CPU µs/Check |")
-    print("|---|---:|---:|")
-    print(f"| grpcio sync (ThreadPoolExecutor, 8 threads) | {sync_rate:,.0f} | {sync_cpu:,.0f} |")
-    print(f"| grpc.aio | {aio_rate:,.0f} | {aio_cpu:,.0f} |")
-    print(f"\naio ÷ sync throughput: {aio_rate / sync_rate:.2f}×")
+    print("| server | Checks/s | ÷ sync | server CPU µs/Check | ÷ sync |")
+    print("|---|---:|---:|---:|---:|")
+    _name, sync_rate, sync_cpu = rows[0]
+    for name, rate, cpu in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / sync_rate:.2f}× | {cpu:,.0f} | "
+              f"{cpu / sync_cpu:.2f}× |")  # fmt: skip
 
 
 if __name__ == "__main__":
