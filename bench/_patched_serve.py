@@ -38,23 +38,6 @@ def apply(knobs: dict[str, Any]) -> None:
         from extauthz.server import app
 
         vars(app)["CallPool"] = futures.ThreadPoolExecutor
-    if knobs.get("check") in ("noop", "parse"):
-        # what the edge costs around the pipeline: answer a fixed allow at once
-        # ("noop") or after parsing the CheckRequest ("parse", the server's handler
-        # parses already: this skips only the pipeline, the metrics and the log line)
-        from extauthz.server import authz
-
-        wire = b"\x0a\x00\x1a\x00"
-        parse = authz.external_auth_pb2.CheckRequest.FromString if knobs["check"] == "parse" else None
-
-        def handler(self: Any) -> Any:
-            import grpc
-
-            method = grpc.unary_unary_rpc_method_handler(
-                lambda request, context: wire, request_deserializer=parse)
-            return grpc.method_handlers_generic_handler(authz.SERVICE, {"Check": method})
-
-        authz.Authorizer.handler = handler
     if knobs.get("fast_log"):
         from extauthz import logging as logging_mod
 
