@@ -236,8 +236,9 @@ class Variant:
     name: str
     #: ``none``, ``jwt_authn``, ``http`` or ``grpc``
     transport: str
-    #: ``none``, ``jwt_authn``, ``allow-all``, ``allow-all parsed``, ``extauthz`` or
-    #: ``extauthz no metadata`` (``listen.http_authz_metadata: false``)
+    #: ``none``, ``jwt_authn``, ``allow-all``, ``allow-all parsed``, ``allow-all loop``
+    #: (gRPC on extauthz's call loop), ``extauthz`` or ``extauthz no metadata``
+    #: (``listen.http_authz_metadata: false``)
     kind: str
     processes: int = 1
 
@@ -262,6 +263,11 @@ def variants() -> list[Variant]:
             ),
             Variant(f"gRPC allow-all raw bytes{many}", "grpc", "allow-all", n),
             Variant(f"gRPC allow-all parsed CheckRequest{many}", "grpc", "allow-all parsed", n),
+            *(
+                [Variant("gRPC allow-all on the call loop", "grpc", "allow-all loop")]
+                if n == 1
+                else []
+            ),
             Variant(f"gRPC extauthz{workers}", "grpc", "extauthz", n),
         ]
     return out
@@ -277,8 +283,9 @@ def backend(variant: Variant, work: Path) -> contextlib.AbstractContextManager[h
     """The authorization server of ``variant`` (None: Envoy alone)."""
     if variant.kind == "allow-all" and variant.transport == "http":
         return h.trivial_http_authz(processes=variant.processes)
-    if variant.kind in ("allow-all", "allow-all parsed"):
-        return h.trivial_authz(processes=variant.processes, parse=variant.kind.endswith("parsed"))
+    if variant.kind in ("allow-all", "allow-all parsed", "allow-all loop"):
+        return h.trivial_authz(processes=variant.processes, parse=variant.kind.endswith("parsed"),
+                               loop=variant.kind.endswith("loop"))  # fmt: skip
     if variant.kind.startswith("extauthz"):
         return h.extauthz(work, workers=variant.processes, http_authz=variant.transport == "http",
                           http_metadata=variant.kind == "extauthz")  # fmt: skip
@@ -465,7 +472,10 @@ def table(out: dict[str, Any]) -> str:
         sat, fixed, open_loop = row["saturation"], row["fixed"], row["open_loop"]
         vs_anchor = f"{sat['rps'] / anchor['saturation']['rps']:.2f}×" if anchor else ""
         vs_floor = ""
-        if row["kind"].startswith("extauthz") or row["kind"] == "allow-all parsed":
+        if row["kind"].startswith("extauthz") or row["kind"] in (
+            "allow-all parsed",
+            "allow-all loop",
+        ):
             floor = baseline(rows, row["transport"], "allow-all", row["processes"])
             if floor:
                 vs_floor = f"{sat['rps'] / rows[floor]['saturation']['rps']:.2f}×"

@@ -439,14 +439,18 @@ def extauthz(
 
 
 @contextlib.contextmanager
-def trivial_authz(processes: int = 1, parse: bool = False) -> Iterator[Server]:
+def trivial_authz(processes: int = 1, parse: bool = False, loop: bool = False
+                  ) -> Iterator[Server]:  # fmt: skip
     """Run ``bench/trivial_authz.py`` (allow everything, precomputed response);
-    ``parse``: deserialize each ``CheckRequest`` first."""
+    ``parse``: deserialize each ``CheckRequest`` first; ``loop``: on extauthz's call
+    loop on gRPC core instead of grpcio's server."""
     port = free_port()
     command = [PYTHON, str(BENCH / "trivial_authz.py"), "--port", str(port),
                "--processes", str(processes)]  # fmt: skip
     if parse:
         command.append("--parse")
+    if loop:
+        command.append("--loop")
     proc = spawn(command)
     try:
         wait_serving(port, proc=proc)

@@ -150,7 +150,7 @@ def profiles_markdown(top: int = 8) -> str:
 
 
 COLORS = {"none": "#999999", "jwt_authn": "#4c72b0", "allow-all": "#dd8452",
-          "allow-all parsed": "#f1b27c", "extauthz": "#55a868",
+          "allow-all parsed": "#f1b27c", "allow-all loop": "#c44e52", "extauthz": "#55a868",
           "extauthz no metadata": "#8fd19e"}  # fmt: skip
 
 

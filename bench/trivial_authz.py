@@ -1,7 +1,7 @@
 """The floor of a Python ext_authz hop: allow everything, do nothing else.
 
     python bench/trivial_authz.py --port PORT [--processes N] [--threads 8] [--parse]
-                                  [--dump FILE]
+                                  [--loop] [--dump FILE]
 
 A grpcio sync server with one generic handler for
 ``envoy.service.auth.v3.Authorization/Check`` that takes the raw request bytes (no
@@ -11,7 +11,9 @@ Whatever extauthz does on top of this is the cost of its real work.
 server that reads the request must pay) and still answers the precomputed response.
 Also serves ``grpc.health.v1`` (SERVING at once) so the benchmarks can wait for it.
 ``--processes N`` runs N such servers sharing the port with SO_REUSEPORT, like
-extauthz ``--workers N``. ``--dump FILE`` writes the first request's raw bytes
+extauthz ``--workers N``. ``--loop`` serves on extauthz's call loop on gRPC core
+(``extauthz/server/grpc_core.py``) instead of grpcio's server: the floor of a gRPC
+hop that does not pay grpcio's per-call Python. ``--dump FILE`` writes the first request's raw bytes
 (a real Envoy CheckRequest, to replay in profiles).
 """
 
@@ -42,7 +44,7 @@ def ok_response() -> bytes:
 
 
 def serve(port: int, threads: int, reuse_port: bool, dump: str | None,
-          parse: bool = False) -> None:  # fmt: skip
+          parse: bool = False, loop: bool = False) -> None:  # fmt: skip
     """Serve until SIGTERM/SIGINT."""
     from extauthz._proto.envoy.service.auth.v3 import external_auth_pb2
 
@@ -61,10 +63,21 @@ def serve(port: int, threads: int, reuse_port: bool, dump: str | None,
             check, response_serializer=None,
             request_deserializer=external_auth_pb2.CheckRequest.FromString if parse else None),
     })  # fmt: skip
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads), handlers=[handler],
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
-    )  # fmt: skip
+    options = [("grpc.so_reuseport", 1 if reuse_port else 0)]
+    server: Any
+    if loop:
+        from extauthz.server.callpool import CallPool
+        from extauthz.server.grpc_core import CoreServer, FastMethod
+
+        decode = external_auth_pb2.CheckRequest.FromString if parse else bytes
+        server = CoreServer(
+            FastMethod(f"/{SERVICE}/Check", decode, lambda request: check(request, None),
+                       lambda request: wire),
+            CallPool(threads), options=options, inline=("/grpc.health.v1.Health/Check",),
+        )  # fmt: skip
+    else:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads),
+                             handlers=[handler], options=options)  # fmt: skip
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -85,18 +98,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--dump", help="write the first request's bytes here")
     parser.add_argument("--parse", action="store_true", help="deserialize each CheckRequest")
+    parser.add_argument("--loop", action="store_true", help="serve on extauthz's call loop")
     args = parser.parse_args()
     reuse = args.processes > 1
     others = [
         mp.get_context("spawn").Process(
-            target=serve, args=(args.port, args.threads, True, None, args.parse)
+            target=serve, args=(args.port, args.threads, True, None, args.parse, args.loop)
         )
         for _ in range(args.processes - 1)
     ]
     for proc in others:
         proc.start()
     try:
-        serve(args.port, args.threads, reuse, args.dump, args.parse)
+        serve(args.port, args.threads, reuse, args.dump, args.parse, args.loop)
     finally:
         for proc in others:
             proc.terminate()
