@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from structlog.testing import capture_logs
 
 from extauthz import config as config_mod
 from extauthz.errors import ConfigError
@@ -432,10 +433,11 @@ def test_health_watch_streams_never_take_a_check_thread(
 
 def test_without_the_core_layer_the_app_falls_back_to_grpcio(
     write_config: Callable[..., Path], mint_token: Callable[..., str],
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setattr(grpc_core, "available", lambda: False)
-    app = _app(write_config, "core")
+    with capture_logs() as logs:
+        app = _app(write_config, "core")
     try:
         assert not isinstance(app.server, CoreServer)
         client = Client(app.grpc_port)
@@ -444,7 +446,7 @@ def test_without_the_core_layer_the_app_falls_back_to_grpcio(
         client.channel.close()
     finally:
         app.stop_now()
-    assert "grpc_core_unavailable" in capsys.readouterr().out
+    assert any(line["event"] == "grpc_core_unavailable" for line in logs)
 
 
 def test_the_core_layer_is_there_in_the_grpcio_we_ship_with() -> None:
