@@ -20,6 +20,7 @@ import bisect
 import collections
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -143,10 +144,27 @@ def cache_lookup(result: str) -> None:
         flush()
 
 
+#: samples applied per step of a flush: the lock and the GIL are let go between steps,
+#: so a second's worth of samples never holds up the Checks for more than one step
+FLUSH_STEP = 512
+
+
 def flush() -> None:
-    """Apply every recorded Check and cache lookup to the metrics."""
+    """Apply every recorded Check and cache lookup to the metrics (what is queued when it
+    starts; later samples wait for the next flush)."""
+    left = len(_QUEUE)
+    while left > 0:
+        step = min(left, FLUSH_STEP)
+        _apply(step)
+        left -= step
+        if left:
+            time.sleep(0)  # let the serving threads run between steps
+
+
+def _apply(pending: int) -> None:
+    """Apply the oldest ``pending`` queued samples."""
     with _FLUSH_LOCK:
-        pending = len(_QUEUE)
+        pending = min(pending, len(_QUEUE))
         if not pending:
             return
         checks: dict[tuple[str, str, str], int] = {}

@@ -27,6 +27,7 @@ loop uses; if not, the app falls back to grpcio's sync server.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -215,7 +216,7 @@ class CoreServer:
                     self._requesting = False
                     if event.success:
                         self._calls += 1
-                        self._accept(event)
+                        self._guarded(self._accept, event)
                     with self._lock:  # never a request after the shutdown began
                         if not self._stopping:
                             self._request()
@@ -224,7 +225,7 @@ class CoreServer:
                 else:
                     if type(tag) is _Finished or type(tag) is _Closed:
                         self._calls -= 1
-                    tag.done(event)
+                    self._guarded(tag.done, event)
                 event = None  # an event may hold the last reference to a finished call
                 self.busy_since = 0.0
                 if self._shutdown_done and not self._calls and not self._requesting:
@@ -237,6 +238,24 @@ class CoreServer:
                 self._server.destroy()
             self._stopped.set()
             self._others.shutdown(wait=False)
+
+    @staticmethod
+    def _guarded(step: Callable[[Any], None], event: Any) -> None:
+        """One step of the loop; a failure is logged and costs that call only (its
+        client sees it end, or its deadline), never the loop."""
+        try:
+            step(event)
+        except Exception:
+            log.exception("grpc_event_failed")
+            call = getattr(event, "call", None) or getattr(getattr(event, "tag", None), "call",
+                                                             None)  # fmt: skip
+            if call is not None:
+                with contextlib.suppress(Exception):
+                    call.cancel()
+                # the close that ends the call's count (an error if one is pending already)
+                with contextlib.suppress(Exception):
+                    call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),),
+                                            _FINISHED)  # fmt: skip
 
     def _accept(self, event: Any) -> None:
         call = event.call

@@ -209,6 +209,28 @@ def test_failures_become_statuses_and_the_loop_goes_on(
     assert check(b"still", timeout=5) == b"cached:still"
 
 
+def test_a_failing_step_costs_its_call_only(
+    served: tuple[CoreServer, grpc.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, channel = served
+    check = fast_call(channel)
+    real = grpc_core._finish
+    failures = iter([True])
+
+    def finish_once_broken(*args: Any, **kwargs: Any) -> None:
+        if next(failures, False):
+            raise RuntimeError("core refused the batch")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(grpc_core, "_finish", finish_once_broken)
+    with capture_logs() as logs:
+        broken = error_of(lambda: check(b"first", timeout=5))
+    assert broken.code() == grpc.StatusCode.CANCELLED
+    assert any(line["event"] == "grpc_event_failed" for line in logs)
+    assert check(b"second", timeout=5) == b"cached:second"
+    assert server.alive(1.0)
+
+
 def test_a_client_deadline_does_not_hurt_the_server(
     served: tuple[CoreServer, grpc.Channel], behaviour: Behaviour
 ) -> None:
