@@ -38,7 +38,7 @@ def plan(quick: bool) -> list[list[str]]:
             ["profile_server.py", "--inprocess", "unique-ec", "--seconds", "2"],
         ]
     return [
-        ["envoy_bench.py"],
+        ["envoy_bench.py", "--rounds", "3"],
         ["check_cost.py"],
         ["memory.py", "--entries", "100000", "--repeat", "1", "--http-authz"],
         ["check_cost.py", "--memory-sites", "20000"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -228,7 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.worker:
             from extauthz.server.workers import worker_ready_file
 
-            app = App(config, reuse_port=True, serve_http=False, ready_file=worker_ready_file())
+            app = App(config, reuse_port=True, serve_http=False, ready_file=worker_ready_file(),
+                      supervisor=os.getppid())  # fmt: skip
         else:
             app = App(config)
     except (ConfigError, KeySourceError) as exc:

@@ -20,6 +20,7 @@ server instead, its calls on :class:`~.callpool.CallPool` rather than a
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -161,9 +162,11 @@ class App:
     def __init__(
         self, config: Config, *, reuse_port: bool = False, serve_http: bool = True,
         ready_file: Path | None = None, heartbeat_file: Path | None = None,
-        liveness: LivenessTimings | None = None,
+        liveness: LivenessTimings | None = None, supervisor: int | None = None,
     ) -> None:  # fmt: skip
         self.config = config
+        #: the pid of the workers supervisor this worker exits without (None: none)
+        self.supervisor = supervisor
         self.sources = Sources.from_config(config)
         self.store = self.sources.store
         #: revocation lists (None when none is configured); ready only once loaded
@@ -403,6 +406,12 @@ class App:
             dead = self.sources.dead() + (self.revocation.dead() if self.revocation else [])
             if dead:
                 log.error("key_source_died", sources=dead)
+                self.stop_now()
+                return 1
+            if self.supervisor is not None and os.getppid() != self.supervisor:
+                # the supervisor was killed (not stopped: it would have sent SIGTERM);
+                # a worker never outlives it holding the port
+                log.error("supervisor_gone", supervisor=self.supervisor)
                 self.stop_now()
                 return 1
         self.drain_and_stop()

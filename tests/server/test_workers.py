@@ -157,3 +157,37 @@ def test_workers_share_the_http_listener_and_a_frozen_worker_fails_liveness(
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_workers_exit_when_the_supervisor_is_killed(write_config: Callable[..., Path]) -> None:
+    """A SIGKILLed supervisor cannot forward SIGTERM: its workers notice and exit, so none
+    is left holding the port."""
+    grpc_port, http_port = free_port(), free_port()
+    path = write_config(listen={"grpc": f"127.0.0.1:{grpc_port}",
+                                "http": f"127.0.0.1:{http_port}"})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extauthz", "serve", "--config", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while get(base + "/readyz")[0] != 200:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.2)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
