@@ -27,6 +27,7 @@ loop uses; if not, the app falls back to grpcio's sync server.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -131,6 +132,8 @@ class CoreServer:
         #: the outstanding request for a new call (loop thread only after start)
         self._requesting = False
         self._shutdown_done = False
+        #: the loop ended on an error, not on a stop
+        self._failed = False
         self._thread: threading.Thread | None = None
         #: monotonic time the loop began handling its current event, 0.0 when waiting
         self.busy_since = 0.0
@@ -195,7 +198,7 @@ class CoreServer:
         """The loop thread runs and has not been busy with one event for ``stuck_after``
         seconds (a liveness self-check)."""
         if self._thread is None or not self._thread.is_alive():
-            return self._stopped.is_set() and self._thread is not None
+            return self._stopped.is_set() and self._thread is not None and not self._failed
         busy = self.busy_since
         return busy == 0.0 or time.monotonic() - busy < stuck_after
 
@@ -230,12 +233,15 @@ class CoreServer:
                 self.busy_since = 0.0
                 if self._shutdown_done and not self._calls and not self._requesting:
                     break
-        except BaseException:  # pragma: no cover - the liveness check reports it
-            log.exception("grpc_loop_failed")
+        except BaseException:  # the liveness check reports it (alive() is False)
+            self._failed = True
+            with contextlib.suppress(Exception):
+                log.exception("grpc_loop_failed")
             raise
         finally:
-            with self._lock:
-                self._server.destroy()
+            if self._shutdown_done:  # a server not shut down would wait on its calls here
+                with self._lock:
+                    self._server.destroy()
             self._stopped.set()
             self._others.shutdown(wait=False)
 
@@ -246,7 +252,8 @@ class CoreServer:
         try:
             step(event)
         except Exception:
-            log.exception("grpc_event_failed")
+            with contextlib.suppress(Exception):  # a log that cannot write stops nothing
+                log.exception("grpc_event_failed")
             call = getattr(event, "call", None) or getattr(getattr(event, "tag", None), "call",
                                                              None)  # fmt: skip
             if call is not None:
@@ -385,6 +392,11 @@ class _InlineReceived(_Tag):
     def __init__(self, bridged: _Bridged) -> None:
         self.bridged = bridged
 
+    @property
+    def call(self) -> Any:
+        """The call (what a failing step cancels)."""
+        return self.bridged.call
+
     def done(self, event: Any) -> None:
         data = event.batch_operations[0].message() if event.success else None
         self.bridged.run(_END if data is None else data)
@@ -431,6 +443,69 @@ class _Batch(_Tag):
                     return None
 
 
+class _Sender(_Tag):
+    """``send_response_callback`` of a non-blocking streaming handler: responses go out
+    one batch at a time, in order, started from whichever thread sends or from the loop
+    when the previous send completed; ``None`` ends the call with its status."""
+
+    def __init__(self, bridged: _Bridged, serialize: Callable[[Any], bytes] | None) -> None:
+        self.bridged = bridged
+        self.serialize = serialize
+        self.queue: collections.deque[Any] = collections.deque()
+        self.lock = threading.Lock()
+        self.busy = False
+        self.over = False
+
+    def __call__(self, response: Any) -> None:
+        with self.lock:
+            if self.over:
+                return
+            self.queue.append(response)
+            if self.busy:
+                return
+            self.busy = True
+        self._next()
+
+    def done(self, event: Any) -> None:  # the loop thread: the previous send completed
+        if not event.success:
+            with self.lock:
+                self.over, self.busy = True, False
+                self.queue.clear()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        with self.lock:
+            if self.over or not self.queue:
+                self.busy = False
+                return
+            response = self.queue.popleft()
+        bridged = self.bridged
+        ops: list[Any] = []
+        bridged._initial(ops)
+        if response is not None:
+            try:
+                ops.append(cygrpc.SendMessageOperation(
+                    _serialized(response, self.serialize, bridged), 0))  # fmt: skip
+            except _Aborted:
+                response = None  # the status says what went wrong
+        if response is None:
+            with self.lock:
+                self.over = True
+            context = bridged.context
+            code = context.code_ or grpc.StatusCode.OK
+            details = (context.details_ or "").encode("utf-8", "replace")
+            ops.append(cygrpc.SendStatusFromServerOperation(context.trailing, _CODES[code],
+                                                            details, 0))  # fmt: skip
+        if bridged.call.start_server_batch(ops, self):
+            with self.lock:  # refused: the call is gone
+                self.over, self.busy = True, False
+
+
+class _Cancelled(grpc.RpcError):  # type: ignore[misc]
+    """The client cancelled (or its deadline passed) while the handler read requests."""
+
+
 class _Aborted(Exception):
     """``context.abort`` was called."""
 
@@ -448,9 +523,14 @@ class _Bridged:
         self.deadline = float(details.deadline)
         self.metadata = tuple(metadata or ())
         self.closed = _Closed(self)
-        self.batch = _Batch()
+        #: a handler may read on one thread while it sends on another: receives and
+        #: sends wait on batches of their own, and sends go one at a time
+        self.receiving = _Batch()
+        self.sending = _Batch()
+        self.send_lock = threading.Lock()
         self.lock = threading.Lock()
         self.active = True
+        self.cancelled = False
         self.callbacks: list[Callable[[], None]] = []
         self.initial_sent = False
         self.last: Any = None
@@ -460,6 +540,7 @@ class _Bridged:
     def ended(self, cancelled: bool) -> None:
         with self.lock:
             self.active = False
+            self.cancelled = cancelled
             callbacks, self.callbacks = self.callbacks, []
         for callback in callbacks:
             try:
@@ -468,14 +549,24 @@ class _Bridged:
                 log.exception("grpc_callback_failed", method=self.method)
 
     # the handler's thread
-    def _run_batch(self, ops: list[Any]) -> bool:
-        """Run one batch; False when it failed (the call is gone)."""
+    def _run_batch(self, ops: list[Any], batch: _Batch | None = None) -> bool:
+        """Run one batch (a send unless ``batch`` says otherwise); False when it failed
+        (the call is gone, or core refused the batch)."""
         if self.inline:  # only the status batch: started, not waited for
             self.call.start_server_batch(ops, _IGNORED)
             return True
-        self.call.start_server_batch(ops, self.batch)
-        self.last = self.batch.wait(self.server._stopped)
-        return self.last is not None and bool(self.last.success)
+        if batch is None:
+            with self.send_lock:
+                return self._wait_for(ops, self.sending)
+        return self._wait_for(ops, batch)
+
+    def _wait_for(self, ops: list[Any], batch: _Batch) -> bool:
+        if self.call.start_server_batch(ops, batch):  # a refused batch: no event comes
+            return False
+        event = batch.wait(self.server._stopped)
+        if batch is self.receiving:
+            self.last = event
+        return event is not None and bool(event.success)
 
     def _initial(self, ops: list[Any], metadata: Any = None) -> None:
         if not self.initial_sent:
@@ -492,8 +583,10 @@ class _Bridged:
 
     def receive(self, deserialize: Callable[[bytes], Any] | None) -> Any:
         """The next request, or :data:`_END` when the client has no more."""
-        ok = self._run_batch([cygrpc.ReceiveMessageOperation(0)])
+        ok = self._run_batch([cygrpc.ReceiveMessageOperation(0)], self.receiving)
         data = self.last.batch_operations[0].message() if ok else None
+        if data is None and self.cancelled:
+            raise _Cancelled
         return _END if data is None else self.decode(data, deserialize)
 
     def decode(self, data: bytes, deserialize: Callable[[bytes], Any] | None) -> Any:
@@ -538,6 +631,8 @@ class _Bridged:
         """The request stream of a client-streaming method."""
         while True:
             if not self.context.is_active():
+                if self.cancelled:  # as grpcio: a cancelled stream is not a complete one
+                    raise _Cancelled
                 return
             item = self.receive(deserialize)
             if item is _END:
@@ -548,7 +643,14 @@ class _Bridged:
         """Find the handler, run it, send what it returns (a thread of the other pool;
         an inline call's on the loop, with the request message ``received``)."""
         context = self.context
-        handler = self.server._handler(self.method, self.metadata)
+        try:
+            handler = self.server._handler(self.method, self.metadata)
+        except Exception:
+            log.exception("grpc_handler_lookup_failed", method=self.method)
+            context.set_code(grpc.StatusCode.UNKNOWN)
+            context.set_details("Error in service handler!")
+            self.finish()
+            return
         if handler is None:
             context.set_code(grpc.StatusCode.UNIMPLEMENTED)
             context.set_details("Method not found!")
@@ -575,6 +677,14 @@ class _Bridged:
                     self.finish()
                     return
             behaviour = _behaviour(handler)
+            if getattr(behaviour, "experimental_non_blocking", False) and (
+                handler.response_streaming and not handler.request_streaming
+            ):
+                # it sends through a callback (health Watch): no thread is held
+                sender = _Sender(self, handler.response_serializer)
+                non_blocking: Any = behaviour
+                non_blocking(request, context, send_response_callback=sender)
+                return
             if handler.response_streaming:
                 for response in behaviour(request, context):
                     if not context.is_active() or not self.send(

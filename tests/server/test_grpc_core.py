@@ -7,6 +7,7 @@ the fallback to grpcio."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from structlog.testing import capture_logs
 
 from extauthz import config as config_mod
@@ -302,6 +304,148 @@ def test_inline_methods_answer_while_every_other_thread_is_streaming(
     assert error_of(lambda: list(queued)).code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for stream in streams:
         stream.cancel()
+
+
+def _extra_handlers(stream_outcome: list[str]) -> grpc.GenericRpcHandler:
+    """A bidirectional handler that reads on a thread of its own while it sends, a
+    client-streaming one that records how its request stream ended."""
+
+    def chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        got: queue.Queue[bytes | None] = queue.Queue()
+        failed: list[str] = []
+
+        def reader() -> None:
+            try:
+                for request in requests:
+                    got.put(request)
+            except Exception as exc:
+                failed.append(repr(exc))
+            got.put(None)
+
+        threading.Thread(target=reader, daemon=True).start()
+        for i in range(100):
+            yield b"tick%d" % i
+        count = 0
+        while got.get(timeout=5) is not None:
+            count += 1
+        yield b"read %d %s" % (count, ";".join(failed).encode())
+
+    def collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        seen = []
+        try:
+            for request in requests:
+                seen.append(request)
+        except grpc.RpcError:
+            stream_outcome.append("raised")
+            raise
+        stream_outcome.append("completed")
+        return b"+".join(seen)
+
+    return grpc.method_handlers_generic_handler("test.More", {
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
+    })  # fmt: skip
+
+
+class _BrokenLookup(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def service(self, details: Any) -> None:
+        if details.method.startswith("/test.Broken/"):
+            raise KeyError("lookup failed")
+
+
+@pytest.fixture
+def more(behaviour: Behaviour) -> Iterator[tuple[CoreServer, grpc.Channel, list[str]]]:
+    outcome: list[str] = []
+    pool = CallPool(2)
+    fast = FastMethod(FAST, behaviour.decode, behaviour.cached, behaviour.full)
+    server = CoreServer(fast, pool, other_threads=2,
+                        inline=("/grpc.health.v1.Health/Check", "/test.Broken/Inline"))  # fmt: skip
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection((health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    server.add_generic_rpc_handlers([_BrokenLookup(), _extra_handlers(outcome)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield server, channel, outcome
+    channel.close()
+    assert server.stop(0).wait(5)
+    pool.shutdown(wait=False)
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def test_health_watch_streams_hold_no_thread(
+    more: tuple[CoreServer, grpc.Channel, list[str]],
+) -> None:
+    _server, channel, _outcome = more
+    stub = health_pb2_grpc.HealthStub(channel)
+    # three times as many streams as the other pool has threads
+    watches = [stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
+               for _ in range(6)]  # fmt: skip
+    for watch in watches:
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    listed = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for r in listed for s in r.list_services_response.service}
+    assert health.SERVICE_NAME in names
+    for watch in watches:
+        watch.cancel()
+
+
+def test_a_handler_may_read_on_one_thread_while_it_sends_on_another(
+    more: tuple[CoreServer, grpc.Channel, list[str]],
+) -> None:
+    _server, channel, _outcome = more
+    requests = (b"r%d" % i for i in range(100))
+    got = list(channel.stream_stream("/test.More/Chat")(requests, timeout=10))
+    assert len(got) == 101
+    assert got[-1] == b"read 100 "
+
+
+def test_a_cancelled_request_stream_is_not_a_complete_one(
+    more: tuple[CoreServer, grpc.Channel, list[str]],
+) -> None:
+    _server, channel, outcome = more
+    sent = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield b"a"
+        yield b"b"
+        sent.set()
+        time.sleep(10)  # the client goes before ending its stream
+
+    call = channel.stream_unary("/test.More/Collect").future(requests(), timeout=10)
+    assert sent.wait(5)
+    time.sleep(0.3)
+    call.cancel()
+    assert wait_for(lambda: outcome == ["raised"])
+
+
+def test_a_failing_handler_lookup_is_answered(
+    more: tuple[CoreServer, grpc.Channel, list[str]],
+) -> None:
+    _server, channel, _outcome = more
+    for method in ("/test.Broken/Pooled", "/test.Broken/Inline"):
+        failed = error_of(lambda m=method: channel.unary_unary(m)(b"", timeout=5))  # type: ignore[misc]
+        assert failed.code() == grpc.StatusCode.UNKNOWN, method
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_loop_that_died_is_not_alive_and_stops_at_once(
+    served: tuple[CoreServer, grpc.Channel],
+) -> None:
+    server, channel = served
+
+    def die(step: Any, event: Any) -> None:
+        raise SystemExit("the loop's thread ends")
+
+    server._guarded = die  # type: ignore[method-assign]
+    with pytest.raises(grpc.RpcError):
+        fast_call(channel)(b"x", timeout=1)
+    assert wait_for(lambda: not server.alive(5.0))
+    assert server.stop(0).wait(2)
 
 
 def test_graceful_stop_lets_calls_in_flight_finish_and_refuses_new_ones(
