@@ -15,8 +15,9 @@ both of grpcio's own servers are built on) with one thread and one batch per ste
 - every other method (``grpc.health.v1``, reflection, anything unknown): grpcio's
   own method handlers, added through the usual ``add_generic_rpc_handlers`` /
   ``add_registered_method_handlers``, run on a small pool of their own with a
-  :class:`grpc.ServicerContext` — so a health ``Watch`` stream holds one of those
-  threads, never a Check thread.
+  :class:`grpc.ServicerContext`, never on a Check thread. A handler marked
+  ``experimental_non_blocking`` (health ``Watch``) sends through a callback and holds
+  no thread at all; health ``Check`` runs on the loop.
 
 Channel arguments (message size, keepalive, ``SO_REUSEPORT``) and credentials (TLS,
 mTLS, reloading certificates) are core's, exactly as with grpcio's server; so is a
