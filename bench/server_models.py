@@ -41,6 +41,18 @@ def quiet() -> None:
     )
 
 
+def serve_until(server: Any, port_q: Any, token_q: Any, token: Any, stop: Any) -> None:
+    """Start a sync-style server on a free port, report it, serve until ``stop``; the
+    CPU used in between goes back through ``port_q``."""
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    port_q.put(port)
+    token_q.put((token, time.process_time()))
+    stop.wait()
+    port_q.put(time.process_time())
+    server.stop(0)
+
+
 def serve_sync(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     from concurrent import futures
 
@@ -49,13 +61,7 @@ def serve_sync(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     quiet()
     authorizer, token = build_authorizer(workload)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), handlers=[authorizer.handler()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    port_q.put(port)
-    token_q.put((token, time.process_time()))
-    stop.wait()
-    port_q.put(time.process_time())
-    server.stop(0)
+    serve_until(server, port_q, token_q, token, stop)
 
 
 def serve_core(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
@@ -66,13 +72,7 @@ def serve_core(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:
     authorizer, token = build_authorizer(workload)
     pool = CallPool(8)
     server = CoreServer(authorizer.fast_method(), pool)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    port_q.put(port)
-    token_q.put((token, time.process_time()))
-    stop.wait()
-    port_q.put(time.process_time())
-    server.stop(0)
+    serve_until(server, port_q, token_q, token, stop)
 
 
 def serve_aio(port_q: Any, token_q: Any, stop: Any, workload: str) -> None:

@@ -171,7 +171,8 @@ def _apply(pending: int) -> None:
         caches: dict[str, int] = {}
         buckets: dict[str, list[int]] = {}
         sums: dict[str, float] = {}
-        samples: dict[str, list[float]] = {}
+        #: each sample's value, for a histogram child without bulk adds (else None)
+        samples: dict[str, list[float] | None] = {}
         pop = _QUEUE.popleft
         for _ in range(pending):  # what is queued now; later appends wait for the next
             item = pop()
@@ -185,34 +186,47 @@ def _apply(pending: int) -> None:
             if counts is None:
                 counts = buckets[transport] = [0] * len(_UPPER_BOUNDS)
                 sums[transport] = 0.0
-                samples[transport] = []
+                samples[transport] = None if _bulk(_duration(transport)) else []
             counts[bisect.bisect_left(_UPPER_BOUNDS, seconds)] += 1
             sums[transport] += seconds
-            samples[transport].append(seconds)
+            kept = samples[transport]
+            if kept is not None:
+                kept.append(seconds)
         for key, count in checks.items():
             child = _CHECK_CHILDREN.get(key)
             if child is None:
                 child = _CHECK_CHILDREN[key] = CHECKS.labels(*key)
             child.inc(count)
         for transport, counts in buckets.items():
-            duration = _DURATION_CHILDREN.get(transport)
-            if duration is None:
-                duration = _DURATION_CHILDREN[transport] = CHECK_DURATION.labels(transport)
-            # prometheus-client keeps a child's sum and per-bucket counts as values
-            # that take a bulk add; a release that does not gets one observe per sample
-            if len(getattr(duration, "_buckets", ())) == len(counts) and hasattr(duration, "_sum"):
+            duration = _duration(transport)
+            kept = samples[transport]
+            if kept is None:
                 duration._sum.inc(sums[transport])
                 for value, count in zip(duration._buckets, counts, strict=True):
                     if count:
                         value.inc(count)
             else:
-                for seconds in samples[transport]:
+                for seconds in kept:
                     duration.observe(seconds)
         for result, count in caches.items():
             cache = _CACHE_CHILDREN.get(result)
             if cache is None:
                 cache = _CACHE_CHILDREN[result] = TOKEN_CACHE.labels(result)
             cache.inc(count)
+
+
+def _duration(transport: str) -> Any:
+    """The duration histogram's child of ``transport``."""
+    child = _DURATION_CHILDREN.get(transport)
+    if child is None:
+        child = _DURATION_CHILDREN[transport] = CHECK_DURATION.labels(transport)
+    return child
+
+
+def _bulk(child: Any) -> bool:
+    """prometheus-client keeps a child's sum and per-bucket counts as values that take a
+    bulk add; a release that does not gets one observe per sample."""
+    return len(getattr(child, "_buckets", ())) == len(_UPPER_BOUNDS) and hasattr(child, "_sum")
 
 
 class _Flusher:

@@ -493,11 +493,7 @@ class _Sender(_Tag):
         if response is None:
             with self.lock:
                 self.over = True
-            context = bridged.context
-            code = context.code_ or grpc.StatusCode.OK
-            details = (context.details_ or "").encode("utf-8", "replace")
-            ops.append(cygrpc.SendStatusFromServerOperation(context.trailing, _CODES[code],
-                                                            details, 0))  # fmt: skip
+            ops.append(bridged.context.status_operation())
         if bridged.call.start_server_batch(ops, self):
             with self.lock:  # refused: the call is gone
                 self.over, self.busy = True, False
@@ -622,10 +618,7 @@ class _Bridged:
                 self._initial(ops)
                 ops.append(cygrpc.SendMessageOperation(wire, 0))
         self._initial(ops)
-        code = context.code_ or grpc.StatusCode.OK
-        details = (context.details_ or "").encode("utf-8", "replace")
-        ops.append(cygrpc.SendStatusFromServerOperation(context.trailing, _CODES[code],
-                                                        details, 0))  # fmt: skip
+        ops.append(context.status_operation())
         self._run_batch(ops)
 
     def requests(self, deserialize: Callable[[bytes], Any] | None) -> Iterator[Any]:
@@ -784,6 +777,12 @@ class _Context(grpc.ServicerContext):  # type: ignore[misc]
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
         self._bridged.send_initial(initial_metadata)
+
+    def status_operation(self) -> Any:
+        """The operation that sends the status this context holds (OK when unset)."""
+        code = self.code_ or grpc.StatusCode.OK
+        details = (self.details_ or "").encode("utf-8", "replace")
+        return cygrpc.SendStatusFromServerOperation(self.trailing, _CODES[code], details, 0)
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         self.trailing = tuple(trailing_metadata)

@@ -448,14 +448,20 @@ def test_a_loop_that_died_is_not_alive_and_stops_at_once(
     assert server.stop(0).wait(2)
 
 
-def test_graceful_stop_lets_calls_in_flight_finish_and_refuses_new_ones(
-    behaviour: Behaviour,
-) -> None:
-    pool = CallPool(2)
+def start_server(behaviour: Behaviour, pool: CallPool) -> tuple[CoreServer, int]:
+    """A started server of the fast method alone, on its own pool (tests that stop it)."""
     server = CoreServer(FastMethod(FAST, behaviour.decode, behaviour.cached, behaviour.full),
                         pool)  # fmt: skip
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    return server, port
+
+
+def test_graceful_stop_lets_calls_in_flight_finish_and_refuses_new_ones(
+    behaviour: Behaviour,
+) -> None:
+    pool = CallPool(2)
+    server, port = start_server(behaviour, pool)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         check = fast_call(channel)
         assert check(b"warm", timeout=5) == b"cached:warm"
@@ -478,10 +484,7 @@ def test_graceful_stop_lets_calls_in_flight_finish_and_refuses_new_ones(
 
 def test_a_stop_past_its_grace_cancels_what_is_left(behaviour: Behaviour) -> None:
     pool = CallPool(1)
-    server = CoreServer(FastMethod(FAST, behaviour.decode, behaviour.cached, behaviour.full),
-                        pool)  # fmt: skip
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = start_server(behaviour, pool)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         behaviour.release.clear()
         stuck = fast_call(channel).future(b"slow-stuck", timeout=20)

@@ -43,11 +43,7 @@ def test_two_workers_share_the_port_and_metrics_add_up(
     )
     base = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 30
-        while get(base + "/readyz")[0] != 200:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "workers never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, base)
         token = mint_token()
         n = 40
         for _ in range(n):  # fresh channels: the kernel spreads connections over workers
@@ -66,6 +62,15 @@ def test_two_workers_share_the_port_and_metrics_add_up(
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], base: str) -> None:
+    """Until the supervisor's /readyz is 200 (every worker SERVING), within 30 s."""
+    deadline = time.monotonic() + 30
+    while get(base + "/readyz")[0] != 200:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "workers never became ready"
+        time.sleep(0.2)
 
 
 def checks_counted(base: str, transport: str, settle: float = 5.0) -> float:
@@ -120,11 +125,7 @@ def test_workers_share_the_http_listener_and_a_frozen_worker_fails_liveness(
     base = f"http://127.0.0.1:{http_port}"
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 30
-        while get(base + "/readyz")[0] != 200:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "workers never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, base)
         token = mint_token()
         for _ in range(20):  # a fresh connection each: the kernel spreads them
             request = urllib.request.Request(
@@ -172,11 +173,7 @@ def test_workers_exit_when_the_supervisor_is_killed(write_config: Callable[..., 
     base = f"http://127.0.0.1:{http_port}"
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 30
-        while get(base + "/readyz")[0] != 200:
-            assert proc.poll() is None
-            assert time.monotonic() < deadline, "workers never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, base)
         workers = children_of(proc.pid)
         assert len(workers) == 2
         proc.kill()
