@@ -399,7 +399,7 @@ def extauthz(
     cache_entries: int = 10000, cache_ttl: int = 300, log: Path | None = None,
     threads: int | None = None, extra_env: dict[str, str] | None = None,
     knobs: dict[str, Any] | None = None, http_authz: bool = False, http_metadata: bool = True,
-    grpc_server: str | None = None,
+    grpc_server: str | None = "core",
 ) -> Iterator[Server]:  # fmt: skip
     """Run ``python -m extauthz serve`` on the keys of ``workdir`` until the block exits.
 
@@ -408,7 +408,7 @@ def extauthz(
     through ``bench/_patched_serve.py`` (experimental settings, see there).
     ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``);
     ``http_metadata: False`` turns its ``x-extauthz-*`` headers off; ``grpc_server``
-    sets ``server.grpc_server`` (``core`` or ``grpcio``).
+    sets ``server.grpc_server`` (``core``, what the benchmarks measure, or ``grpcio``).
     """
     port = free_port()
     http_port = free_port() if workers > 1 else None

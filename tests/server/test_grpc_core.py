@@ -575,7 +575,7 @@ def test_the_loop_answers_what_grpcios_server_answers(
 def test_health_watch_streams_never_take_a_check_thread(
     write_config: Callable[..., Path], mint_token: Callable[..., str]
 ) -> None:
-    config = config_mod.load(write_config(server={"threads": 1}))
+    config = config_mod.load(write_config(server={"threads": 1, "grpc_server": "core"}))
     app = App(config)
     app.start()
     try:
