@@ -96,7 +96,7 @@ def parse_header(segment: bytes) -> dict[str, Any]:
     if not isinstance(alg, str) or not alg:
         raise TokenError(Reason.MALFORMED, "header without alg")
     kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid):
+    if "kid" in header and (not isinstance(kid, str) or not kid):  # null is no string either
         raise TokenError(Reason.MALFORMED, "kid is not a string")
     crit = header.get("crit")
     if crit is not None:
