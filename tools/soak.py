@@ -182,7 +182,8 @@ class Probe:
 class Service:
     """``python -m extauthz serve`` with its stdout read line by line."""
 
-    def __init__(self, workdir: Path, kube_url: str, verify_dir: Path) -> None:
+    def __init__(self, workdir: Path, kube_url: str, verify_dir: Path,
+                 grpc_server: str = "grpcio") -> None:  # fmt: skip
         self.workdir = workdir
         self.port = _free_port()
         self.http_port = _free_port()
@@ -206,6 +207,7 @@ class Service:
                 "claims_to_headers": {"sub": "x-auth-subject"},
             }],
             "cache": {"max_entries": 500},
+            "server": {"grpc_server": grpc_server},
             "logging": {"level": "info", "format": "json", "decisions": "deny"},
             "shutdown": {"drain_seconds": 0.5, "grace_seconds": 3},
         }  # fmt: skip
@@ -326,6 +328,7 @@ class Soak:
     clients: int
     seed: int
     workdir: Path
+    grpc_server: str = "grpcio"
     log: Callable[[str], None] = print
     rng: random.Random = field(init=False)
 
@@ -520,7 +523,7 @@ class Soak:
         (verify / "idp.json").write_text(json.dumps({"keys": [public(sig)]}))
         self.kube = FakeKube()
         self.kube.start()
-        self.service = Service(self.workdir, self.kube.url, verify)
+        self.service = Service(self.workdir, self.kube.url, verify, self.grpc_server)
         threads: list[threading.Thread] = []
         try:
             for m in range(0, 4):
@@ -743,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=2.5, help="seconds per fault")
     parser.add_argument("--clients", type=int, default=4, help="client threads")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--grpc-server", choices=("grpcio", "core"), default="grpcio",
+                        help="the service's server.grpc_server (default grpcio)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = parser.parse_args(argv)
@@ -750,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        soak = Soak(args.seconds, args.rotate_every, args.fault_every, args.clients, seed, workdir)
+        soak = Soak(args.seconds, args.rotate_every, args.fault_every, args.clients, seed, workdir,
+                    args.grpc_server)
         report = soak.run()
     report["seed"] = seed
     if args.json is not None:

@@ -188,6 +188,31 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
 # -- errors, outages, restarts -------------------------------------------------------------
 
 
+def test_a_watch_that_brought_a_change_and_then_broke_is_reopened_at_once(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    """Failures pile up (watches that end at once); then a watch brings a change and is
+    cut mid-stream before it has lasted: it made progress, so the next one opens at
+    once instead of waiting out the grown backoff (the next rotation must not wait)."""
+    backoff = Backoff(initial=0.2, factor=2.0, cap=5.0)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    kube.watch_cap = 0.0
+    watcher, stream = stepped(make_source, recorder, backoff)
+    assert all(watcher.step(stream) > 0 for _ in range(3))  # three unproductive watches
+    kube.watch_cap = None
+    delay: list[float] = []
+    stepping = threading.Thread(target=lambda: delay.append(watcher.step(stream)))
+    stepping.start()
+    watches = sum(1 for r in kube.log() if r.is_watch)
+    kube.wait_requests(lambda r: r.is_watch, count=watches + 1)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
+    recorder.wait_kids({"k2"})
+    assert eventually(lambda: kube.abort_watches() == 1)
+    stepping.join(5)
+    assert delay == [0.0]
+    assert stream.failures == 0
+
+
 def test_5xx_answers_are_retried_with_growing_delays(
     kube: FakeKube, ready: Any, recorder: Any, keys: Any
 ) -> None:

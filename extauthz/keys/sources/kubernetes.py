@@ -313,6 +313,7 @@ class Stream:
     errors: int = 0  # failed attempts since the last watch began (the first is a retry)
     failures: int = 0  # consecutive attempts without progress (drives the backoff)
     relisted: bool = False  # a 410 relist happened since the last progress
+    changes: int = 0  # changes the current watch brought (kept when it breaks)
     resource_version: str | None = None
     response: Any = None  # the open HTTP response, so stop() can cut it
     thread: threading.Thread | None = None
@@ -482,7 +483,7 @@ class ObjectWatcher:
         Returns the seconds to wait before the next attempt (0: go again at once).
         Raises ``_Stopped`` when the watcher stops meanwhile.
         """
-        changes = 0
+        stream.changes = 0
         started: float | None = None
         error: KeySourceError | None = None
         expired = False
@@ -491,7 +492,7 @@ class ObjectWatcher:
             if stream.resource_version is None:
                 self._list(stream)
             started = self.clock()
-            changes = self._watch(stream)  # returns when the server ends the watch
+            self._watch(stream)  # returns when the server ends the watch
         except _Expired:
             stream.resource_version = None
             expired = True
@@ -501,7 +502,8 @@ class ObjectWatcher:
                 stream.resource_version = None
             if isinstance(exc, _Throttled) and exc.retry_after is not None:
                 retry_after = min(exc.retry_after, MAX_RETRY_AFTER)
-        progressed = bool(changes) or (
+        # a watch that broke after it brought changes made progress all the same
+        progressed = bool(stream.changes) or (
             started is not None and self.clock() - started >= HEALTHY_WATCH_SECONDS
         )
         stream.failures = 0 if progressed else stream.failures + 1
@@ -658,13 +660,13 @@ class ObjectWatcher:
             resource_version=resource_version,
         )
 
-    def _watch(self, stream: Stream) -> int:
+    def _watch(self, stream: Stream) -> None:
+        """Watch until the server ends the watch; ``stream.changes`` counts what it brought."""
         response = self._request(stream, watch=True)
-        changes = 0
         try:
             for line in self._lines(response):
                 if self._event(stream, line):
-                    changes += 1
+                    stream.changes += 1
         except _TRANSPORT_ERRORS as exc:
             if self._stop.is_set():
                 raise _Stopped from exc
@@ -673,7 +675,6 @@ class ObjectWatcher:
             self._done(stream, response)
         if self._stop.is_set():
             raise _Stopped
-        return changes
 
     @staticmethod
     def _lines(response: Any) -> Iterator[bytes]:
