@@ -746,8 +746,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=2.5, help="seconds per fault")
     parser.add_argument("--clients", type=int, default=4, help="client threads")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    parser.add_argument("--grpc-server", choices=("grpcio", "core"), default="grpcio",
-                        help="the service's server.grpc_server (default grpcio)")
+    parser.add_argument(
+        "--grpc-server",
+        choices=("grpcio", "core"),
+        default="grpcio",
+        help="the service's server.grpc_server (default grpcio)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = parser.parse_args(argv)
@@ -755,8 +759,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        soak = Soak(args.seconds, args.rotate_every, args.fault_every, args.clients, seed, workdir,
-                    args.grpc_server)
+        soak = Soak(
+            args.seconds,
+            args.rotate_every,
+            args.fault_every,
+            args.clients,
+            seed,
+            workdir,
+            args.grpc_server,
+        )
         report = soak.run()
     report["seed"] = seed
     if args.json is not None:
