@@ -210,7 +210,36 @@ def test_a_watch_that_brought_a_change_and_then_broke_is_reopened_at_once(
     assert eventually(lambda: kube.abort_watches() == 1)
     stepping.join(5)
     assert delay == [0.0]
-    assert stream.failures == 0
+    assert (stream.refused, stream.short) == (0, 0)
+
+
+def test_a_fault_after_a_fault_starts_from_a_short_delay_once_the_api_answered(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    """An outage (three refused attempts), then, with the API answering again, a watch
+    cut at once and a 504: the delays follow the longer streak of one kind (refused,
+    or opened without progress), not every attempt since the last progress, so a
+    key change after the next fault still comes within a second or two."""
+    backoff = Backoff(initial=0.1, factor=2.0, cap=100.0)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    kube.watch_cap = 0.0
+    watcher, stream = stepped(make_source, recorder, backoff)
+    watcher.step(stream)  # listed; the watch ends at once: one short watch
+    kube.outage("refuse")
+    refused = [watcher.step(stream) for _ in range(3)]
+    for n, delay in enumerate(refused):  # refused 1, 2, 3 (the short watch was first)
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
+    kube.recover()
+    cut = watcher.step(stream)  # the watch opens (refusals over), is cut at once: 2 short
+    assert min_delay(backoff, 1) <= cut <= 2 * min_delay(backoff, 1)
+    kube.fail_requests(1, 504, lambda r: r.is_watch)
+    failed = watcher.step(stream)  # one refusal now, two short watches: still the 2nd
+    assert min_delay(backoff, 1) <= failed <= 2 * min_delay(backoff, 1)
+    kube.watch_cap = None
+    kube.fail_requests(10_000, 500, lambda r: r.is_watch)
+    growing = [watcher.step(stream) for _ in range(3)]  # refusals 2, 3, 4: it grows
+    for n, delay in enumerate(growing, start=1):
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
 
 
 def test_5xx_answers_are_retried_with_growing_delays(
@@ -241,9 +270,10 @@ def test_an_outage_costs_a_bounded_number_of_requests(
     watcher.step(stream)  # listed, watched
     kube.outage("drop")
     delays = [watcher.step(stream) for _ in range(8)]
-    # each dropped attempt waits longer, up to the cap: never a hot loop
+    # each dropped attempt waits longer, up to the cap: never a hot loop (the streak
+    # of refusals, the longer one after the single short watch before the outage)
     for n, delay in enumerate(delays):
-        assert min_delay(backoff, n + 1) <= delay <= 2 * min_delay(backoff, n + 1)
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
     assert sum(1 for r in kube.log() if r.note == "dropped") == 8
     kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
     kube.recover()

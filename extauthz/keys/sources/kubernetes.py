@@ -38,7 +38,14 @@ How the watcher works (the reflector of client-go, as kopf does it in Python):
   longer: a connection whose peer still answers TCP but sends nothing is replaced
   within ``watch_timeout_seconds + WATCH_READ_MARGIN`` (55 s by default).
 - Retries: a watch that brought changes or stayed open :data:`HEALTHY_WATCH_SECONDS`
-  is re-opened at once; anything else backs off (capped exponential, jittered). A
+  is re-opened at once, even when it ended in an error; anything else backs off
+  (capped exponential, jittered). The backoff follows the longer of two streaks:
+  attempts whose watch never opened (refused, unreachable, an error status), which
+  ends as soon as a watch opens; and watches that opened but ended, broke or expired
+  without progress (a server that cuts every watch, a 410 on every watch), which
+  ends only with progress. So a fault that follows another, with the API answering
+  in between, starts from a short delay, while a server that keeps failing, or keeps
+  ending watches at once, is retried ever more slowly. A
   single failed request is logged as ``kubernetes_api_retry`` (info); only when the
   retry fails too is it an error (``kubernetes_api_error``) and reported to the
   handler (``api_failed``, so ``extauthz_key_source_up`` drops to 0).
@@ -311,7 +318,9 @@ class Stream:
     listed: bool = False
     failing: bool = False  # reported to the handler as failed (until a request works)
     errors: int = 0  # failed attempts since the last watch began (the first is a retry)
-    failures: int = 0  # consecutive attempts without progress (drives the backoff)
+    refused: int = 0  # consecutive attempts whose watch never opened
+    short: int = 0  # consecutive watches that opened (or expired) without progress
+    opened: bool = False  # the current attempt's watch opened
     relisted: bool = False  # a 410 relist happened since the last progress
     changes: int = 0  # changes the current watch brought (kept when it breaks)
     resource_version: str | None = None
@@ -484,6 +493,7 @@ class ObjectWatcher:
         Raises ``_Stopped`` when the watcher stops meanwhile.
         """
         stream.changes = 0
+        stream.opened = False
         started: float | None = None
         error: KeySourceError | None = None
         expired = False
@@ -506,20 +516,25 @@ class ObjectWatcher:
         progressed = bool(stream.changes) or (
             started is not None and self.clock() - started >= HEALTHY_WATCH_SECONDS
         )
-        stream.failures = 0 if progressed else stream.failures + 1
         if progressed:
+            stream.refused = stream.short = 0
             stream.relisted = False
+        elif stream.opened or expired:
+            stream.short += 1
+        else:
+            stream.refused += 1
+        attempt = max(stream.refused, stream.short)
         if error is not None:
             self._stream_error(stream, error)
         if expired:
             log.info("kubernetes_watch_expired", source=self.description, stream=stream.label)
-        if stream.failures == 0 or (expired and not stream.relisted):
+        if progressed or (expired and not stream.relisted):
             # after progress, or at the first 410 since, go again at once (a 410 is
             # an answer, not a failure: the server is up); a retry that makes no
             # progress counts, so the next one waits
             delay = 0.0
         else:
-            delay = self.backoff.delay(stream.failures - 1, self.rng)
+            delay = self.backoff.delay(attempt - 1, self.rng)
         if expired:
             stream.relisted = True
         if retry_after is not None:
@@ -530,7 +545,7 @@ class ObjectWatcher:
                 source=self.description,
                 stream=stream.label,
                 why="expired" if expired else "ended at once",
-                attempt=stream.failures,
+                attempt=attempt,
                 retry_in=round(delay, 3),
             )
         elif error is not None:
@@ -599,6 +614,8 @@ class ObjectWatcher:
             stream.response = response
         if watch:
             stream.errors = 0  # watching again: the next failure is a retry, not an outage
+            stream.opened = True
+            stream.refused = 0
         if stream.failing:  # the API answers again
             stream.failing = False
             log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
