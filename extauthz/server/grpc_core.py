@@ -579,9 +579,20 @@ class _Bridged:
         self._run_batch(ops)
 
     def receive(self, deserialize: Callable[[bytes], Any] | None) -> Any:
-        """The next request, or :data:`_END` when the client has no more."""
+        """The next request, or :data:`_END` when the client has no more.
+
+        A half-close is a receive that succeeds without a message; a receive that fails
+        means the call is gone (cancelled, past its deadline, or the server stopping),
+        whether or not the loop has taken in the call's end yet."""
         ok = self._run_batch([cygrpc.ReceiveMessageOperation(0)], self.receiving)
-        data = self.last.batch_operations[0].message() if ok else None
+        if not ok:
+            raise _Cancelled
+        data = self.last.batch_operations[0].message()
+        if data is None and not self.cancelled:
+            # a cancel also ends the receive without a message, and its end event may
+            # be queued right behind: an empty batch completes after what is already
+            # queued, so once it is back the loop has taken that end in
+            self._run_batch([], self.receiving)
         if data is None and self.cancelled:
             raise _Cancelled
         return _END if data is None else self.decode(data, deserialize)
@@ -693,6 +704,8 @@ class _Bridged:
             if context.code_ in (None, grpc.StatusCode.OK):
                 context.set_code(grpc.StatusCode.UNKNOWN)
             self.finish()
+        except _Cancelled:
+            pass  # the call is gone: nobody to answer
         except Exception:
             if context.is_active():
                 log.exception("grpc_handler_failed", method=self.method)
