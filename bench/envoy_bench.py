@@ -327,8 +327,11 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
         url = f"http://127.0.0.1:{port}{PATH}"
         loadgen.wrk(url, request_headers, 1, args.connections)  # warm-up
         before = (authz.cpu_by_process() if authz else {}, proxy.cpu())
+        switched = (authz.switches() if authz else 0, proxy.switches())
         sat, wrk_command = loadgen.wrk(url, request_headers, args.seconds, args.connections)
         after = (authz.cpu_by_process() if authz else {}, proxy.cpu())
+        switched = ((authz.switches() if authz else 0) - switched[0],
+                    proxy.switches() - switched[1])  # fmt: skip
         requests = max(sat.requests, 1)
         processes = [
             {"pid": pid, "label": h.process_label(pid),
@@ -348,6 +351,8 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
             "authz_cpu_us": sum(p["cpu_us"] for p in processes) if authz else None,
             "authz_processes": processes,
             "envoy_cpu_us": (after[1] - before[1]) / requests * 1e6,
+            "authz_switches": switched[0] / requests if authz else None,
+            "envoy_switches": switched[1] / requests,
             "wrk": wrk_command, "hey": hey_command,
             "loadavg": os.getloadavg()[0],
             "server": " ".join(Path(c).name if i < 2 else c
@@ -450,6 +455,14 @@ def _cpu(row: dict[str, Any]) -> str:
     return f"{total} ({parts}){lopsided}"
 
 
+def _switches(row: dict[str, Any]) -> str:
+    """Context switches per request of the authorization processes and of Envoy."""
+    if "envoy_switches" not in row:  # a run from before they were counted
+        return ""
+    authz = row["authz_switches"]
+    return f"{'—' if authz is None else f'{authz:.2f}'} / {row['envoy_switches']:.2f}"
+
+
 def table(out: dict[str, Any]) -> str:
     """The markdown table of an Envoy run."""
     rows = out["rows"]
@@ -465,8 +478,9 @@ def table(out: dict[str, Any]) -> str:
         "",
         "| variant | req/s | ÷ jwt_authn | ÷ its allow-all | "
         f"hey p50 / p99 ms at {args['rate']:g}/s | added p99 ms | open-loop p50 / p99 ms | "
-        "authz CPU µs/req (per process) | Envoy CPU µs/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "authz CPU µs/req (per process) | Envoy CPU µs/req | "
+        "context switches per req (authz / Envoy) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         sat, fixed, open_loop = row["saturation"], row["fixed"], row["open_loop"]
@@ -489,7 +503,7 @@ def table(out: dict[str, Any]) -> str:
             f"| {name}{bad} | {sat['rps']:,.0f} | {vs_anchor} | {vs_floor} | "
             f"{fixed['p50_ms']:.1f} / {fixed['p99_ms']:.1f} | {added} | "
             f"{open_loop['p50_ms']:.2f} / {open_loop['p99_ms']:.2f} | {_cpu(row)} | "
-            f"{row['envoy_cpu_us']:,.0f} |"
+            f"{row['envoy_cpu_us']:,.0f} | {_switches(row)} |"
         )
     servers = [f"- {name}: `{row['server']}`" for name, row in rows.items() if row["server"]]
     failed = [f"- {name} failed in {len(errors)} round(s): {errors[0]}"

@@ -127,6 +127,21 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
     return total
 
 
+def switches(pid: int) -> int:
+    """Context switches (voluntary and involuntary) of every live thread of ``pid`` and
+    of its live descendants, from /proc/PID/task/TID/status: how often the processes
+    gave up or lost a core."""
+    total = 0
+    for p in descendants(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    for line in (task / "status").read_text().splitlines():
+                        if "ctxt_switches:" in line:
+                            total += int(line.split(":", 1)[1])
+    return total
+
+
 def cpu_by_process(pid: int) -> dict[int, float]:
     """CPU seconds of ``pid`` and of each live descendant, by pid."""
     return {p: cpu_seconds(p, tree=False) for p in descendants(pid)}
@@ -392,6 +407,10 @@ class Server:
         """CPU seconds of the server and of each worker, by pid."""
         return cpu_by_process(self.proc.pid)
 
+    def switches(self) -> int:
+        """Context switches of the server's and its workers' threads so far."""
+        return switches(self.proc.pid)
+
 
 @contextlib.contextmanager
 def extauthz(
@@ -399,7 +418,7 @@ def extauthz(
     cache_entries: int = 10000, cache_ttl: int = 300, log: Path | None = None,
     threads: int | None = None, extra_env: dict[str, str] | None = None,
     knobs: dict[str, Any] | None = None, http_authz: bool = False, http_metadata: bool = True,
-    grpc_server: str | None = "core",
+    grpc_server: str | None = None,
 ) -> Iterator[Server]:  # fmt: skip
     """Run ``python -m extauthz serve`` on the keys of ``workdir`` until the block exits.
 
@@ -408,7 +427,7 @@ def extauthz(
     through ``bench/_patched_serve.py`` (experimental settings, see there).
     ``http_authz`` also opens the HTTP authorization listener (``listen.http_authz``);
     ``http_metadata: False`` turns its ``x-extauthz-*`` headers off; ``grpc_server``
-    sets ``server.grpc_server`` (``core``, what the benchmarks measure, or ``grpcio``).
+    sets ``server.grpc_server`` (None: the default, ``core``; or ``grpcio``).
     """
     port = free_port()
     http_port = free_port() if workers > 1 else None

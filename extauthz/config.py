@@ -688,13 +688,12 @@ class ServerConfig(_Model):
     threads: Annotated[StrictInt, Field(ge=1)] = 8
     """Check threads per process for tokens that must be verified (and the gRPC handler
     threads of ``grpc_server: grpcio``); the HTTP listener has as many."""
-    grpc_server: Literal["core", "grpcio"] = "grpcio"
-    """The gRPC listener's call handling: ``grpcio``, grpcio's standard sync server;
-    ``core`` (opt-in), extauthz's own call loop on gRPC core (cached Checks answered on
-    the loop, about half the CPU per cached Check). Both serve the same methods, ports,
-    TLS and options; ``core`` falls back to ``grpcio`` when the installed grpcio lacks
-    what its loop uses (a warning says so). Under load ``core`` applied key changes
-    later than the rotation contract allows in some soak runs: not the default yet."""
+    grpc_server: Literal["core", "grpcio"] = "core"
+    """The gRPC listener's call handling: ``core``, extauthz's own call loop on gRPC core
+    (cached Checks answered on the loop, about half the CPU per cached Check);
+    ``grpcio``, grpcio's standard sync server. Both serve the same methods, ports, TLS
+    and options; ``core`` falls back to ``grpcio`` when the installed grpcio lacks what
+    its loop uses (a warning says so)."""
     liveness_interval_seconds: Annotated[float, Field(strict=True, ge=0.05)] = 5.0
     """Seconds between self-checks of the authorization listeners (also the deadline of
     one); ``/healthz`` fails after two failed rounds in a row."""

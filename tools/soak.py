@@ -183,7 +183,7 @@ class Service:
     """``python -m extauthz serve`` with its stdout read line by line."""
 
     def __init__(self, workdir: Path, kube_url: str, verify_dir: Path,
-                 grpc_server: str = "grpcio") -> None:  # fmt: skip
+                 grpc_server: str | None = None) -> None:  # fmt: skip
         self.workdir = workdir
         self.port = _free_port()
         self.http_port = _free_port()
@@ -207,10 +207,11 @@ class Service:
                 "claims_to_headers": {"sub": "x-auth-subject"},
             }],
             "cache": {"max_entries": 500},
-            "server": {"grpc_server": grpc_server},
             "logging": {"level": "info", "format": "json", "decisions": "deny"},
             "shutdown": {"drain_seconds": 0.5, "grace_seconds": 3},
         }  # fmt: skip
+        if grpc_server is not None:
+            config["server"] = {"grpc_server": grpc_server}
         self.config_path = workdir / "config.yaml"
         self.config_path.write_text(json.dumps(config))
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -328,7 +329,7 @@ class Soak:
     clients: int
     seed: int
     workdir: Path
-    grpc_server: str = "grpcio"
+    grpc_server: str | None = None  # None: the service's default
     log: Callable[[str], None] = print
     rng: random.Random = field(init=False)
 
@@ -749,8 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grpc-server",
         choices=("grpcio", "core"),
-        default="grpcio",
-        help="the service's server.grpc_server (default grpcio)",
+        default=None,
+        help="the service's server.grpc_server (default: the service's default, core)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")

@@ -10,11 +10,11 @@ accepting and let in-flight Checks finish within ``shutdown.grace_seconds``, on
 both listeners at once; exit 0. A key source whose background work dies makes the
 process exit non-zero, so Kubernetes restarts it.
 
-The gRPC listener is grpcio's sync server (``server.grpc_server: grpcio``, the
-default), its calls on :class:`~.callpool.CallPool` rather than a
-``ThreadPoolExecutor`` (see that module); grpc.aio measured slower for this workload
-(``bench/server_models.py``). ``server.grpc_server: core`` runs extauthz's own call
-loop on gRPC core instead (:mod:`.grpc_core`, about half the CPU per cached Check).
+The gRPC listener is extauthz's own call loop on gRPC core (``server.grpc_server:
+core``, the default; :mod:`.grpc_core`). ``server.grpc_server: grpcio`` runs grpcio's
+sync server instead, its calls on :class:`~.callpool.CallPool` rather than a
+``ThreadPoolExecutor`` (see that module), at about twice the CPU per cached Check;
+grpc.aio measured slower still for this workload (``bench/server_models.py``).
 """
 
 from __future__ import annotations
