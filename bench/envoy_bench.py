@@ -21,7 +21,8 @@ nested RSA-OAEP-256/RS256 JWE every time (the verified-token cache, as a client 
 its token does) and logs denies only; the allow-everything servers get the same request.
 
 For each: saturation throughput with ``wrk`` (closed loop, ``--connections``), the CPU
-µs per request of every authorization-server process and of Envoy (/proc), then
+µs per request of every authorization-server process and of Envoy, and their context
+switches per request (/proc), then
 latency at a fixed ``--rate`` with Debian's ``hey``, cross-checked with the open-loop
 generator of :mod:`loadgen`. Each variant runs its own Envoy and server; rounds
 interleave the variants. At the end every performance target is printed
