@@ -130,7 +130,8 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
 def switches(pid: int) -> int:
     """Context switches (voluntary and involuntary) of every live thread of ``pid`` and
     of its live descendants, from /proc/PID/task/TID/status: how often the processes
-    gave up or lost a core."""
+    gave up or lost a core. A thread that ended meanwhile takes its count with it (the
+    servers measured keep their threads)."""
     total = 0
     for p in descendants(pid):
         with contextlib.suppress(OSError):

@@ -771,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         report = soak.run()
     report["seed"] = seed
+    report["grpc_server"] = args.grpc_server or "default"
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     _print_summary(report)

@@ -586,12 +586,15 @@ class _Bridged:
         whether or not the loop has taken in the call's end yet."""
         ok = self._run_batch([cygrpc.ReceiveMessageOperation(0)], self.receiving)
         if not ok:
+            if self.active:  # refused or failed while the call lives on: end it
+                self.call.cancel()
             raise _Cancelled
         data = self.last.batch_operations[0].message()
         if data is None and not self.cancelled:
-            # a cancel also ends the receive without a message, and its end event may
-            # be queued right behind: an empty batch completes after what is already
-            # queued, so once it is back the loop has taken that end in
+            # a cancel also ends the receive without a message, and its end event is
+            # often queued right behind: an empty batch completes after what is
+            # already queued, so an end queued by then has been taken in (one queued
+            # later still reads as a half-close, as with grpcio's server)
             self._run_batch([], self.receiving)
         if data is None and self.cancelled:
             raise _Cancelled

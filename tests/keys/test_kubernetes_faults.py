@@ -16,7 +16,9 @@ Behaviours:
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -202,8 +204,8 @@ def test_a_watch_that_brought_a_change_and_then_broke_is_reopened_at_once(
     kube.watch_cap = None
     delay: list[float] = []
     stepping = threading.Thread(target=lambda: delay.append(watcher.step(stream)))
-    stepping.start()
     watches = sum(1 for r in kube.log() if r.is_watch)
+    stepping.start()
     kube.wait_requests(lambda r: r.is_watch, count=watches + 1)
     kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k2")})
     recorder.wait_kids({"k2"})
@@ -211,6 +213,58 @@ def test_a_watch_that_brought_a_change_and_then_broke_is_reopened_at_once(
     stepping.join(5)
     assert delay == [0.0]
     assert (stream.refused, stream.short) == (0, 0)
+
+
+def test_a_watch_request_that_fails_slowly_is_no_progress(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    """A watch counts as having lasted from when it opened: a request that takes
+    seconds to fail (a proxy answering 500 after waiting on its upstream) backs off
+    ever longer instead of going again at once."""
+    backoff = Backoff(initial=0.1, factor=2.0, cap=100.0)
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    kube.fail_requests(10_000, 500, lambda r: r.is_watch)
+    watcher, stream = stepped(make_source, recorder, backoff)
+    clock, call = watcher.clock, watcher._call
+
+    def slow(**kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            clock.now += 5.0  # the answer takes five seconds
+        return call(**kwargs)
+
+    watcher._call = slow  # white-box: the request is the only way to spend time here
+    delays = [watcher.step(stream) for _ in range(4)]
+    for n, delay in enumerate(delays):
+        assert min_delay(backoff, n) <= delay <= 2 * min_delay(backoff, n)
+
+
+def test_an_object_replayed_at_the_version_held_is_no_change(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    """A server that replays its objects at every watch (and then cuts it) must not
+    look like progress: only a new resourceVersion or a deletion of a held name
+    counts, and the handler hears only those."""
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    watcher, stream = stepped(make_source, recorder, Backoff())
+    kube.watch_cap = 0.0
+    watcher.step(stream)  # listed
+    version = stream.objects["s"]
+    published = len(recorder.published)
+    raw = {"metadata": {"name": "s", "resourceVersion": version},
+           "data": {"jwks.json": base64.b64encode(keys.jwks("k1")).decode()}}  # fmt: skip
+
+    def event(kind: str, obj: dict[str, Any]) -> bytes:
+        return json.dumps({"type": kind, "object": obj}).encode()
+
+    assert not watcher._event(stream, event("ADDED", raw))
+    assert not watcher._event(stream, event("MODIFIED", raw))
+    gone = {"metadata": {"name": "other", "resourceVersion": "99"}}
+    assert not watcher._event(stream, event("DELETED", gone))
+    assert len(recorder.published) == published
+    newer = {**raw, "metadata": {"name": "s", "resourceVersion": str(int(version) + 1)},
+             "data": {"jwks.json": base64.b64encode(keys.jwks("k2")).decode()}}  # fmt: skip
+    assert watcher._event(stream, event("MODIFIED", newer))
+    recorder.wait_kids({"k2"})
 
 
 def test_a_fault_after_a_fault_starts_from_a_short_delay_once_the_api_answered(

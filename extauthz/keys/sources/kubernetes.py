@@ -321,6 +321,7 @@ class Stream:
     refused: int = 0  # consecutive attempts whose watch never opened
     short: int = 0  # consecutive watches that opened (or expired) without progress
     opened: bool = False  # the current attempt's watch opened
+    opened_at: float = 0.0  # when it opened (its time counts, not the request's)
     relisted: bool = False  # a 410 relist happened since the last progress
     changes: int = 0  # changes the current watch brought (kept when it breaks)
     resource_version: str | None = None
@@ -494,14 +495,12 @@ class ObjectWatcher:
         """
         stream.changes = 0
         stream.opened = False
-        started: float | None = None
         error: KeySourceError | None = None
         expired = False
         retry_after: float | None = None
         try:
             if stream.resource_version is None:
                 self._list(stream)
-            started = self.clock()
             self._watch(stream)  # returns when the server ends the watch
         except _Expired:
             stream.resource_version = None
@@ -514,7 +513,7 @@ class ObjectWatcher:
                 retry_after = min(exc.retry_after, MAX_RETRY_AFTER)
         # a watch that broke after it brought changes made progress all the same
         progressed = bool(stream.changes) or (
-            started is not None and self.clock() - started >= HEALTHY_WATCH_SECONDS
+            stream.opened and self.clock() - stream.opened_at >= HEALTHY_WATCH_SECONDS
         )
         if progressed:
             stream.refused = stream.short = 0
@@ -615,6 +614,7 @@ class ObjectWatcher:
         if watch:
             stream.errors = 0  # watching again: the next failure is a retry, not an outage
             stream.opened = True
+            stream.opened_at = self.clock()
             stream.refused = 0
         if stream.failing:  # the API answers again
             stream.failing = False
@@ -707,7 +707,9 @@ class ObjectWatcher:
                 raise _Relist("watch event larger than allowed")
 
     def _event(self, stream: Stream, line: bytes) -> bool:
-        """Take in one watch event; True if it was a change (not a bookmark)."""
+        """Take in one watch event; True if it changed what the stream holds (not a
+        bookmark, nor an object again at the resourceVersion already held: a server
+        that replays its objects at every watch and then cuts it makes no progress)."""
         obj: WatchedObject | None = None
         try:
             event = json.loads(line)
@@ -729,17 +731,22 @@ class ObjectWatcher:
             raise _Relist(f"watch ERROR event: {code} {message}")
         if obj is not None:
             handler = self._require_handler()
+            changed = False
             if kind == "DELETED":
-                handler.deleted(obj.name)
-                with self._lock:
-                    stream.objects.pop(obj.name, None)
-            else:
+                if obj.name in stream.objects:
+                    handler.deleted(obj.name)
+                    with self._lock:
+                        del stream.objects[obj.name]
+                    changed = True
+            elif stream.objects.get(obj.name) != obj.resource_version:
                 handler.changed(obj)
                 with self._lock:
                     stream.objects[obj.name] = obj.resource_version
+                changed = True
             stream.resource_version = resource_version
-            handler.settled(self.status())
-            return True
+            if changed:
+                handler.settled(self.status())
+            return changed
         if kind != "BOOKMARK":
             log.warning("kubernetes_unknown_event", source=self.description, type=kind)
         stream.resource_version = resource_version
