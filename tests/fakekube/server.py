@@ -468,6 +468,11 @@ class FakeKube:
                 _Fault(count, code, predicate or (lambda r: True), retry_after, expires)
             )
 
+    def clear_faults(self) -> None:
+        """Drop every pending :meth:`fail_requests` fault: the trouble is over."""
+        with self._lock:
+            self._state.faults = []
+
     def add_token(self, token: str, user: str) -> None:
         """Accept bearer ``token`` as ``user`` (turns authentication on)."""
         with self._lock:

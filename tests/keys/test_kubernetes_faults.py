@@ -467,6 +467,30 @@ def test_an_outage_is_reported_once_and_recovery_restores_health(
     assert recorder.kids == {"k1"}
 
 
+def test_lists_that_work_with_watches_that_fail_keep_the_source_down(
+    kube: FakeKube, make_source: Any, recorder: Any, keys: Any
+) -> None:
+    """RBAC with ``list`` but without ``watch``: every retry's list works, every watch
+    is refused. The source is down, reported once, until a watch opens again."""
+    kube.store.put_secret(NS, "s", {"jwks.json": keys.jwks("k1")})
+    store = KeyStore()
+    source = make_source(["s"], backoff=Backoff(initial=0.05, factor=2.0, cap=0.2))
+    recorder.inner = store.attach(DECRYPTION, source)
+    source.start(recorder)
+    assert store.wait_ready(5)
+    assert kube.wait_for_watches(1)
+    kube.fail_requests(10_000, 403, lambda r: r.is_watch)
+    kube.close_watches()
+    refused = kube.wait_requests(lambda r: r.is_watch and r.status == 403, count=6, timeout=10)
+    assert len(refused) >= 6
+    assert sum(1 for r in kube.log(refused[0].at) if r.is_list) >= 4  # a relist each time
+    assert source_up() == 0
+    assert len(recorder.failures) == 1  # once, not per retry
+    assert isinstance(recorder.failures[0][1], KeySourceError)
+    kube.clear_faults()  # the Role gets its watch verb back
+    assert eventually(lambda: source_up() == 1)
+
+
 def test_a_rejected_secret_keeps_the_source_down_until_fixed(
     kube: FakeKube, make_source: Any, recorder: Any, keys: Any
 ) -> None:

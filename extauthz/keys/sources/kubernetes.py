@@ -616,7 +616,8 @@ class ObjectWatcher:
             stream.opened = True
             stream.opened_at = self.clock()
             stream.refused = 0
-        if stream.failing:  # the API answers again
+        if watch and stream.failing:  # watching again (a list alone is not: RBAC
+            # without the watch verb lists fine and then fails every watch)
             stream.failing = False
             log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
             if self._handler is not None:
