@@ -327,12 +327,11 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
         request_headers = {"authorization": f"Bearer {token}"}
         url = f"http://127.0.0.1:{port}{PATH}"
         loadgen.wrk(url, request_headers, 1, args.connections)  # warm-up
-        before = (authz.cpu_by_process() if authz else {}, proxy.cpu())
-        switched = (authz.switches() if authz else 0, proxy.switches())
+        before = (authz.cpu_by_process() if authz else {}, proxy.cpu(),
+                  authz.switches() if authz else 0, proxy.switches())  # fmt: skip
         sat, wrk_command = loadgen.wrk(url, request_headers, args.seconds, args.connections)
-        after = (authz.cpu_by_process() if authz else {}, proxy.cpu())
-        switched = ((authz.switches() if authz else 0) - switched[0],
-                    proxy.switches() - switched[1])  # fmt: skip
+        after = (authz.cpu_by_process() if authz else {}, proxy.cpu(),
+                 authz.switches() if authz else 0, proxy.switches())  # fmt: skip
         requests = max(sat.requests, 1)
         processes = [
             {"pid": pid, "label": h.process_label(pid),
@@ -352,8 +351,8 @@ def run_variant(args: argparse.Namespace, work: Path, variant: Variant, token: s
             "authz_cpu_us": sum(p["cpu_us"] for p in processes) if authz else None,
             "authz_processes": processes,
             "envoy_cpu_us": (after[1] - before[1]) / requests * 1e6,
-            "authz_switches": switched[0] / requests if authz else None,
-            "envoy_switches": switched[1] / requests,
+            "authz_switches": (after[2] - before[2]) / requests if authz else None,
+            "envoy_switches": (after[3] - before[3]) / requests,
             "wrk": wrk_command, "hey": hey_command,
             "loadavg": os.getloadavg()[0],
             "server": " ".join(Path(c).name if i < 2 else c

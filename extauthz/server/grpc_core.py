@@ -590,15 +590,17 @@ class _Bridged:
                 self.call.cancel()
             raise _Cancelled
         data = self.last.batch_operations[0].message()
-        if data is None and not self.cancelled:
+        if data is not None:
+            return self.decode(data, deserialize)
+        if not self.cancelled:
             # a cancel also ends the receive without a message, and its end event is
             # often queued right behind: an empty batch completes after what is
             # already queued, so an end queued by then has been taken in (one queued
             # later still reads as a half-close, as with grpcio's server)
             self._run_batch([], self.receiving)
-        if data is None and self.cancelled:
+        if self.cancelled:
             raise _Cancelled
-        return _END if data is None else self.decode(data, deserialize)
+        return _END
 
     def decode(self, data: bytes, deserialize: Callable[[bytes], Any] | None) -> Any:
         """A request message as the handler takes it."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from extauthz.client import check
 from tests.envoy_harness import free_port
+from tests.service_client import wait_for
 
 
 def get(url: str) -> tuple[int, str]:
@@ -140,15 +141,13 @@ def test_workers_share_the_http_listener_and_a_frozen_worker_fails_liveness(
         workers = children_of(proc.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGSTOP)
-        deadline = time.monotonic() + 10
-        while get(base + "/healthz")[0] != 503:
-            assert time.monotonic() < deadline, "a frozen worker never failed liveness"
-            time.sleep(0.1)
+        assert wait_for(lambda: get(base + "/healthz")[0] == 503, 10, 0.1), (
+            "a frozen worker never failed liveness"
+        )
         os.kill(workers[0], signal.SIGCONT)
-        deadline = time.monotonic() + 10
-        while get(base + "/healthz")[0] != 200:
-            assert time.monotonic() < deadline, "a thawed worker never became live again"
-            time.sleep(0.1)
+        assert wait_for(lambda: get(base + "/healthz")[0] == 200, 10, 0.1), (
+            "a thawed worker never became live again"
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -178,10 +177,8 @@ def test_workers_exit_when_the_supervisor_is_killed(write_config: Callable[..., 
         assert len(workers) == 2
         proc.kill()
         proc.wait(10)
-        deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{pid}").exists() for pid in workers):
-            assert time.monotonic() < deadline, "a worker outlived its supervisor"
-            time.sleep(0.1)
+        assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+                        10, 0.1), "a worker outlived its supervisor"  # fmt: skip
     finally:
         for pid in workers:
             with contextlib.suppress(OSError):

@@ -320,8 +320,9 @@ class Stream:
     errors: int = 0  # failed attempts since the last watch began (the first is a retry)
     refused: int = 0  # consecutive attempts whose watch never opened
     short: int = 0  # consecutive watches that opened (or expired) without progress
-    opened: bool = False  # the current attempt's watch opened
-    opened_at: float = 0.0  # when it opened (its time counts, not the request's)
+    #: when the current attempt's watch opened (None: it did not); a watch's time
+    #: counts from then, not from the request
+    opened_at: float | None = None
     relisted: bool = False  # a 410 relist happened since the last progress
     changes: int = 0  # changes the current watch brought (kept when it breaks)
     resource_version: str | None = None
@@ -494,7 +495,7 @@ class ObjectWatcher:
         Raises ``_Stopped`` when the watcher stops meanwhile.
         """
         stream.changes = 0
-        stream.opened = False
+        stream.opened_at = None
         error: KeySourceError | None = None
         expired = False
         retry_after: float | None = None
@@ -512,13 +513,14 @@ class ObjectWatcher:
             if isinstance(exc, _Throttled) and exc.retry_after is not None:
                 retry_after = min(exc.retry_after, MAX_RETRY_AFTER)
         # a watch that broke after it brought changes made progress all the same
+        opened_at = stream.opened_at
         progressed = bool(stream.changes) or (
-            stream.opened and self.clock() - stream.opened_at >= HEALTHY_WATCH_SECONDS
+            opened_at is not None and self.clock() - opened_at >= HEALTHY_WATCH_SECONDS
         )
         if progressed:
             stream.refused = stream.short = 0
             stream.relisted = False
-        elif stream.opened or expired:
+        elif opened_at is not None or expired:
             stream.short += 1
         else:
             stream.refused += 1
@@ -613,15 +615,15 @@ class ObjectWatcher:
             stream.response = response
         if watch:
             stream.errors = 0  # watching again: the next failure is a retry, not an outage
-            stream.opened = True
             stream.opened_at = self.clock()
             stream.refused = 0
-        if watch and stream.failing:  # watching again (a list alone is not: RBAC
-            # without the watch verb lists fine and then fails every watch)
-            stream.failing = False
-            log.info("kubernetes_api_recovered", source=self.description, stream=stream.label)
-            if self._handler is not None:
-                self._handler.api_recovered()
+            if stream.failing:  # watching again (a list alone is not: RBAC without
+                # the watch verb lists fine and then fails every watch)
+                stream.failing = False
+                log.info("kubernetes_api_recovered", source=self.description,
+                         stream=stream.label)  # fmt: skip
+                if self._handler is not None:
+                    self._handler.api_recovered()
         return response
 
     def _done(self, stream: Stream, response: Any) -> None:
